@@ -1,0 +1,1 @@
+"""torch -> ONNX export with the preprocessing inside the graph (not written yet)."""

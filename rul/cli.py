@@ -1,0 +1,285 @@
+"""The `rul` command: a thin layer over plain functions.
+
+Every expected failure (bad data, bad config, missing file) prints one clear line and exits
+with status 2; training commands import torch only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rul.errors import RulError
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (RulError, ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"rul {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"rul {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rul", description="Remaining-useful-life forecasts "
+                                     "for predictive maintenance.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("simulate", help="write a simulated run-to-failure fleet "
+                            "(C-MAPSS layout)")
+    p.add_argument("--out", required=True, type=Path, help="directory to write into")
+    p.add_argument("--assets", type=int, default=100, help="training assets (test: as many)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conditions", type=int, default=1, help="operating conditions")
+    p.add_argument("--fault-modes", type=int, default=1)
+    p.add_argument("--subset", default="SIM", help="file name part: train_<subset>.txt")
+    p.set_defaults(handler=cmd_simulate)
+
+    p = commands.add_parser("inspect", help="load a fleet and show its assets, conditions, "
+                            "selected sensors, windows and targets")
+    add_data_arguments(p)
+    p.add_argument("--window", type=int, default=30)
+    p.set_defaults(handler=cmd_inspect)
+
+    p = commands.add_parser("train", help="train a model into a run directory")
+    add_data_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--backbone", help="cnn or lstm (default: cnn)")
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--window", type=int)
+    p.add_argument("--config", type=Path, help="YAML with data/model/train sections")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last.ckpt")
+    p.add_argument("--accelerator", help="auto (default), cpu, gpu")
+    p.add_argument("--devices", help="number of devices, or auto")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--strategy", help="auto (default) or ddp")
+    p.add_argument("--logger", choices=["csv", "tensorboard"])
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("evaluate", help="score a model on a labelled test set")
+    add_data_arguments(p)
+    p.add_argument("--model", required=True, type=Path, help="run directory or checkpoint")
+    p.add_argument("--labels", type=Path, help="RUL file (default: the subset's RUL_ file)")
+    p.add_argument("--report", type=Path, help="write a report (HTML, Markdown, plots) here")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = commands.add_parser("demo", help="simulate a fleet, train, evaluate (the main job on "
+                            "the embedded default)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--max-epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, help="C-MAPSS directory, or a CSV/Parquet fleet file "
+                   "(default: $RUL_CMAPSS_DIR or ../shared/data/cmapss)")
+    p.add_argument("--subset", default="FD001", help="C-MAPSS subset: FD001..FD004, SIM, ...")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rul.simulate import SimulationConfig, simulate_fleet, write_cmapss
+
+    config = SimulationConfig(assets=args.assets, seed=args.seed, conditions=args.conditions,
+                              fault_modes=args.fault_modes)
+    started = time.perf_counter()
+    fleet = simulate_fleet(config)
+    paths = write_cmapss(fleet, args.out, args.subset)
+    print(f"simulated {args.assets} training and {args.assets} test assets "
+          f"({len(fleet.train)} + {len(fleet.test)} rows) in {time.perf_counter() - started:.2f} s")
+    for kind, path in paths.items():
+        print(f"  {kind:5s} {path}")
+    return 0
+
+
+def load_training_fleet(args: argparse.Namespace):
+    """The run-to-failure fleet named by --data/--subset."""
+    from rul.loaders import default_cmapss_dir, load_cmapss, read_fleet
+
+    data = args.data or default_cmapss_dir()
+    if data.is_file():
+        return read_fleet(data), data.stem
+    return load_cmapss(data, args.subset).train, args.subset
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rul.config import DataConfig
+    from rul.preprocessing import fit_preprocessing
+    from rul.targets import capped, rul_per_row
+    from rul.windowing import make_windows
+
+    fleet, name = load_training_fleet(args)
+    config = DataConfig(window=args.window)
+    pre = fit_preprocessing(fleet, config)
+    windows = make_windows(pre.transform_fleet(fleet), fleet.lengths(), config.window)
+    targets = capped(rul_per_row(fleet), config.rul_cap)[windows.end_rows]
+    lengths = fleet.lengths()
+    print(f"{name}: {fleet.n_assets} assets, {len(fleet.frame)} rows from {fleet.source}")
+    print(f"  cycles per asset: min {lengths.min()}, median {int(np.median(lengths))}, "
+          f"max {lengths.max()}")
+    print(f"  operating conditions: {pre.n_conditions}")
+    print(f"  sensors kept ({len(pre.sensors)}): {', '.join(pre.sensors)}")
+    for sensor, why in pre.dropped.items():
+        print(f"  dropped {sensor}: {why}")
+    print(f"  windows: {len(windows)} x {config.window} cycles x {pre.n_inputs} inputs "
+          f"({int((windows.padded > 0).sum())} padded); targets capped at {config.rul_cap}: "
+          f"mean {targets.mean():.1f}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import RunConfig, default_config, merge
+    from training.run import train_run
+
+    fleet, name = load_training_fleet(args)
+    config = default_config(args.subset, args.backbone)
+    if args.config:
+        config = merge(config, RunConfig.load(args.config).to_dict())
+    config = merge(config, {"data": _given(window=args.window, seed=args.seed),
+                            "train": _given(max_epochs=args.max_epochs, seed=args.seed,
+                                            accelerator=args.accelerator,
+                                            devices=_devices(args.devices),
+                                            num_nodes=args.num_nodes, strategy=args.strategy,
+                                            logger=args.logger)})
+    if args.backbone:
+        config = merge(config, {"model": {"backbone": args.backbone}})
+    started = time.perf_counter()
+    run = train_run(fleet, config, args.out, name=name.lower(), resume=args.resume,
+                    progress=not args.no_progress)
+    if (run / "metrics.json").is_file():
+        _print_validation(run, time.perf_counter() - started)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rul.io import dumps
+
+    result = evaluate_model(args.model, args.data, args.subset, args.labels, args.report)
+    if args.json:
+        summary = {k: v for k, v in result.items()
+                   if k not in ("per_asset", "trajectory", "calibration")}
+        print(dumps(summary))
+    else:
+        print_metrics(result)
+    if args.report:
+        where = sys.stderr if args.json else sys.stdout  # keep --json output one object
+        print(f"report: {args.report / 'report.html'}", file=where)
+    return 0
+
+
+def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | None,
+                   report: Path | None) -> dict[str, Any]:
+    """Load a model and a labelled test set, score it, and optionally write the report."""
+    from rul.evaluation import evaluate
+    from rul.loaders import default_cmapss_dir, load_cmapss, read_rul_file
+    from training.checkpoint import load_checkpoint
+
+    predictor = load_checkpoint(model)
+    dataset = load_cmapss(data or default_cmapss_dir(), subset)
+    if dataset.test is None:
+        raise RulError(f"{data}: no test_{subset} file to evaluate on")
+    test_rul = (read_rul_file(labels, dataset.test.n_assets) if labels
+                else dataset.test_rul)
+    if test_rul is None:
+        raise RulError(f"no labels for {subset}: give --labels RUL_{subset}.txt")
+    result = {"subset": subset, "model": str(model), **evaluate(predictor, dataset.test,
+                                                                  test_rul)}
+    if report:
+        from rul.report import write_report
+        from training.run import read_history
+
+        run_dir = model if model.is_dir() else model.parent
+        write_report(result, report, read_history(run_dir / "logs"))
+    return result
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rul.loaders import load_cmapss
+    from rul.simulate import SimulationConfig, simulate_fleet, write_cmapss
+    from training.config import default_config, merge
+    from training.run import train_run
+
+    out: Path = args.out
+    started = time.perf_counter()
+    print(f"[1/3] simulating a 100-asset fleet into {out / 'data'}")
+    write_cmapss(simulate_fleet(SimulationConfig(assets=100, seed=args.seed)), out / "data",
+                 "SIM")
+    print(f"[2/3] training a 1D-CNN into {out / 'run'} (up to {args.max_epochs} epochs)")
+    config = merge(default_config("SIM", "cnn"), {"train": {"max_epochs": args.max_epochs,
+                                                             "seed": args.seed}})
+    train_run(load_cmapss(out / "data", "SIM").train, config, out / "run", name="sim",
+              progress=sys.stderr.isatty())
+    print(f"[3/3] evaluating on the simulated test assets; report in {out / 'report'}")
+    result = evaluate_model(out / "run", out / "data", "SIM", None, out / "report")
+    print_metrics(result)
+    baseline = _mean_baseline_rmse(out)
+    print(f"  predicting the training mean instead: RMSE {baseline:.2f}")
+    print(f"done in {time.perf_counter() - started:.0f} s. Outputs:")
+    for what, path in [("fleet", out / "data"), ("run", out / "run"),
+                       ("report", out / "report" / "report.html")]:
+        print(f"  {what:7s}{path}")
+    return 0
+
+
+def print_metrics(result: dict[str, Any]) -> None:
+    print(f"{result.get('subset', '')}: {result['n_assets']} test assets "
+          f"(true RUL capped at {result['rul_cap']:g})")
+    print(f"  RMSE {result['rmse']:.2f}  MAE {result['mae']:.2f}  "
+          f"PHM08 score {result['score']:.1f}  (uncapped RMSE {result['rmse_uncapped']:.2f})")
+    print(f"  failure within {result['horizon']:g} cycles: accuracy {result['accuracy']:.3f}  "
+          f"precision {result['precision']:.3f}  recall {result['recall']:.3f}  "
+          f"F1 {result['f1']:.3f}  AUROC {result['auroc']:.3f}  Brier {result['brier']:.4f}  "
+          f"ECE {result['ece']:.4f}")
+    print(f"  {result['coverage_nominal']:.0%} interval coverage {result['coverage']:.1%}")
+    if "prognostic_horizon" in result:
+        accuracy = ", ".join(f"{k}: {v:.2f}" for k, v in result["alpha_lambda"].items())
+        print(f"  prognostic horizon {result['prognostic_horizon']:.1f} cycles; "
+              f"alpha-lambda (alpha 0.2) accurate share {accuracy}")
+
+
+def _mean_baseline_rmse(out: Path) -> float:
+    from rul.loaders import load_cmapss
+    from rul.metrics import rmse
+    from rul.targets import capped, rul_per_row
+
+    data = load_cmapss(out / "data", "SIM")
+    mean = capped(rul_per_row(data.train), 125).mean()
+    return rmse(capped(data.test_rul, 125), np.full(len(data.test_rul), mean))
+
+
+def _print_validation(run: Path, seconds: float) -> None:
+    import json
+
+    v = json.loads((run / "metrics.json").read_text())["validation"]
+    print(f"trained in {seconds:.0f} s -> {run}")
+    print(f"  validation engines (cut like test engines): RMSE {v['rmse']:.2f}, "
+          f"PHM08 score {v['score']:.1f}, F1 {v['f1']:.3f}, coverage {v['coverage']:.1%}")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _devices(value: str | None) -> str | int | None:
+    return int(value) if value and value.isdigit() else value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Configuration of the data stage: one dataclass, a docstring per field, checked on creation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from rul.errors import ConfigError
+
+NORMALISATIONS = ("auto", "global", "condition")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a fleet becomes model inputs and targets."""
+
+    window: int = 30
+    """Cycles per input window."""
+    stride: int = 1
+    """Cycles between the ends of consecutive training windows."""
+    rul_cap: int = 125
+    """Targets are min(RUL, rul_cap): the piecewise-linear target of the literature."""
+    horizon: int = 30
+    """Failure label: true RUL <= horizon cycles."""
+    normalisation: str = "auto"
+    """'global' z-score, 'condition' (per operating condition), or 'auto' (condition when the
+    settings show several regimes)."""
+    conditions: int | None = None
+    """Number of operating conditions for 'condition' normalisation; None discovers it."""
+    max_conditions: int = 10
+    """Largest number of operating conditions the discovery considers."""
+    near_constant_fraction: float = 0.95
+    """A sensor is dropped when one value covers at least this fraction of the training rows
+    within its operating condition (constant and near-constant sensors carry no health)."""
+    validation_fraction: float = 0.2
+    """Fraction of training assets held out (whole assets, never windows) for validation."""
+    seed: int = 0
+    """Seed of the asset split and the condition discovery."""
+
+    def __post_init__(self) -> None:
+        _check(self.window >= 1, "window", self.window, "must be >= 1")
+        _check(self.stride >= 1, "stride", self.stride, "must be >= 1")
+        _check(self.rul_cap >= 1, "rul_cap", self.rul_cap, "must be >= 1")
+        _check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
+        _check(self.normalisation in NORMALISATIONS, "normalisation", self.normalisation,
+               f"must be one of {list(NORMALISATIONS)}")
+        _check(self.conditions is None or self.conditions >= 1, "conditions", self.conditions,
+               "must be >= 1 or null")
+        _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
+        _check(0.5 < self.near_constant_fraction <= 1.0, "near_constant_fraction",
+               self.near_constant_fraction, "must be in (0.5, 1]")
+        _check(0.0 <= self.validation_fraction < 1.0, "validation_fraction",
+               self.validation_fraction, "must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DataConfig:
+        return from_dict(cls, values, "data")
+
+
+def from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build a config dataclass from a mapping; unknown keys are an error naming them."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section}: expected a mapping, got {type(values).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def _check(ok: bool, name: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{name} {rule}, got {value!r}")

@@ -1,0 +1,49 @@
+"""Asset-wise splits and truncation: validation never shares an asset with training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rul.fleet import Fleet
+from rul.schema import ASSET_ID
+
+
+def split_assets(fleet: Fleet, validation_fraction: float, seed: int) -> tuple[Fleet, Fleet]:
+    """(train, validation) fleets holding disjoint, seeded random sets of whole assets."""
+    ids = fleet.asset_ids
+    n_val = int(round(validation_fraction * len(ids)))
+    if validation_fraction > 0 and n_val == 0:
+        n_val = 1
+    if n_val >= len(ids):
+        raise ValueError(f"{fleet.source}: {len(ids)} assets are too few to hold out "
+                         f"{validation_fraction:.0%} for validation")
+    chosen = np.random.default_rng(seed).choice(len(ids), n_val, replace=False)
+    is_val = np.zeros(len(ids), dtype=bool)
+    is_val[chosen] = True
+    return select_assets(fleet, ids[~is_val]), select_assets(fleet, ids[is_val])
+
+
+def select_assets(fleet: Fleet, asset_ids: np.ndarray) -> Fleet:
+    """The fleet restricted to `asset_ids` (order of the original fleet kept)."""
+    mask = fleet.frame[ASSET_ID].isin(asset_ids).to_numpy()
+    return Fleet(fleet.frame[mask].reset_index(drop=True), fleet.settings, fleet.sensors,
+                 fleet.source)
+
+
+def truncate_assets(fleet: Fleet, seed: int, min_cycles: int = 1,
+                    max_fraction: float = 0.9) -> tuple[Fleet, np.ndarray]:
+    """Cut each run-to-failure asset at a random cycle, as C-MAPSS test sets are cut.
+
+    Returns the truncated fleet and each asset's true RUL after its new last cycle, so a
+    validation set can be scored the way the test set is (last window against a label).
+    """
+    rng = np.random.default_rng(seed)
+    lengths = fleet.lengths()
+    keep = np.maximum(min_cycles, np.ceil(rng.uniform(0.1, max_fraction, len(lengths))
+                                          * lengths)).astype(np.int64)
+    keep = np.minimum(keep, lengths)
+    position = np.arange(len(fleet.frame)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    mask = position < np.repeat(keep, lengths)
+    truncated = Fleet(fleet.frame[mask].reset_index(drop=True), fleet.settings, fleet.sensors,
+                      fleet.source)
+    return truncated, (lengths - keep).astype(np.int64)

@@ -1,0 +1,106 @@
+"""The `rul` command end to end, as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rul.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--max-epochs", "3", "--no-progress"]
+
+
+def rul(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "rul.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_bad_file_is_one_clear_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "train_BAD.txt").write_text("1 1 0 0 100 518.67 oops\n")
+    assert main(["inspect", "--data", str(tmp_path), "--subset", "BAD"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "train_BAD.txt" in err and "expected 26 columns" in err
+
+
+def test_bad_config_value_is_a_clear_error(sim_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "c.yaml").write_text("model:\n  dropout: 2\n")
+    code = main(["train", "--data", str(sim_dir), "--subset", "SIM", "--out",
+                 str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml")])
+    assert code == 2 and "model.dropout must be in [0, 1), got 2" in capsys.readouterr().err
+
+
+def test_simulate_then_inspect(tmp_path: Path) -> None:
+    done = rul("simulate", "--out", str(tmp_path), "--assets", "12", "--conditions", "2")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "RUL_SIM.txt").read_text().count("\n") == 12
+    shown = rul("inspect", "--data", str(tmp_path), "--subset", "SIM")
+    assert shown.returncode == 0, shown.stderr
+    assert "12 assets" in shown.stdout and "operating conditions: 2" in shown.stdout
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_json_and_report(sim_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trained = rul("train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run), *TINY)
+    assert trained.returncode == 0, trained.stderr
+    assert "validation engines" in trained.stdout
+    scored = rul("evaluate", "--model", str(run), "--data", str(sim_dir), "--subset", "SIM",
+                 "--json", "--report", str(tmp_path / "report"))
+    assert scored.returncode == 0, scored.stderr
+    result = json.loads(scored.stdout)
+    for key in ("rmse", "mae", "score", "rmse_uncapped", "precision", "recall", "f1", "auroc",
+                "brier", "ece", "coverage", "n_assets"):
+        assert key in result, key
+    assert result["n_assets"] == 24 and result["rmse"] <= result["rmse_uncapped"] + 1e-9
+    assert 0 <= result["f1"] <= 1 and 0 <= result["coverage"] <= 1
+    # The same numbers as the function the command wraps.
+    from rul.evaluation import evaluate
+    from rul.loaders import load_cmapss
+    from training.checkpoint import load_checkpoint
+
+    data = load_cmapss(sim_dir, "SIM")
+    direct = evaluate(load_checkpoint(run), data.test, data.test_rul)
+    assert result["rmse"] == pytest.approx(direct["rmse"], rel=1e-6)
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_resume_after_the_process_was_killed(sim_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run),
+            "--max-epochs", "40", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "rul.cli", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.is_file(), "no checkpoint was written before the kill"
+    assert not (run / "model.ckpt").exists()
+    resumed = rul(*args[:-3], "--max-epochs", "3", "--no-progress", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "model.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp(sim_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    done = rul("train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run),
+               "--max-epochs", "2", "--no-progress", "--accelerator", "cpu", "--devices", "2",
+               "--strategy", "ddp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "distributed_backend=gloo" in done.stderr and "All distributed processes" in done.stderr
+    assert (run / "model.ckpt").is_file()

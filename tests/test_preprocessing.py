@@ -1,0 +1,108 @@
+"""Feature selection, condition discovery and normalisation, fitted on training data only."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rul.config import DataConfig
+from rul.errors import ConfigError
+from rul.loaders import fleet_from_dataframe, load_cmapss
+from rul.preprocessing import Preprocessing, fit_preprocessing
+from rul.simulate import CONSTANT_SENSORS
+
+
+def test_single_condition_fleet_gets_global_normalisation(sim) -> None:
+    pre = fit_preprocessing(sim.train, DataConfig())
+    assert pre.n_conditions == 1 and pre.settings == []
+    assert pre.features == pre.sensors
+    for sensor in CONSTANT_SENSORS:
+        assert sensor not in pre.sensors and "constant" in pre.dropped[sensor]
+    x = pre.transform_fleet(sim.train)
+    np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
+    np.testing.assert_allclose(x.std(0), 1, atol=1e-3)
+
+
+def test_conditions_are_discovered_and_normalised_per_condition(sim_multi) -> None:
+    pre = fit_preprocessing(sim_multi.train, DataConfig())
+    assert pre.n_conditions == 3
+    assert pre.features[:3] == ["setting_1", "setting_2", "setting_3"]
+    frame = sim_multi.train.frame
+    x = pre.transform_fleet(sim_multi.train)
+    condition = pre.condition_of(frame[pre.settings].to_numpy())
+    assert set(np.unique(condition)) == {0, 1, 2}
+    for k in range(3):
+        np.testing.assert_allclose(x[condition == k].mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(x[condition == k].std(0), 1, atol=1e-2)
+
+
+def test_global_normalisation_can_be_forced(sim_multi) -> None:
+    pre = fit_preprocessing(sim_multi.train, DataConfig(normalisation="global"))
+    assert pre.n_conditions == 1
+
+
+def test_condition_normalisation_without_regimes_is_an_error(sim) -> None:
+    with pytest.raises(ConfigError, match="no distinct operating regimes"):
+        fit_preprocessing(sim.train, DataConfig(normalisation="condition"))
+
+
+def test_real_fd001_keeps_the_usual_fourteen_sensors(cmapss_dir) -> None:
+    pre = fit_preprocessing(load_cmapss(cmapss_dir, "FD001").train, DataConfig())
+    usual = [2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21]
+    assert pre.sensors == [f"sensor_{i}" for i in usual]
+
+
+def test_real_fd002_has_six_operating_conditions(cmapss_dir) -> None:
+    assert fit_preprocessing(load_cmapss(cmapss_dir, "FD002").train, DataConfig()).n_conditions == 6
+
+
+def test_statistics_round_trip_through_json(sim_multi) -> None:
+    pre = fit_preprocessing(sim_multi.train, DataConfig())
+    again = Preprocessing.from_dict(json.loads(json.dumps(pre.to_dict())))
+    raw = sim_multi.test.frame[pre.features].to_numpy()
+    np.testing.assert_array_equal(again.transform(raw), pre.transform(raw))
+
+
+def test_inconsistent_statistics_are_refused(sim) -> None:
+    values = fit_preprocessing(sim.train, DataConfig()).to_dict()
+    values["std"] = [row[:-1] for row in values["std"]]
+    with pytest.raises(ConfigError, match="do not match"):
+        Preprocessing.from_dict(values)
+
+
+def test_fitted_on_training_rows_only(sim) -> None:
+    """Statistics come from the fleet given: another fleet's readings do not move them."""
+    pre = fit_preprocessing(sim.train, DataConfig())
+    shifted = sim.train.frame.copy()
+    shifted[pre.sensors] += 1000.0
+    other = fit_preprocessing(fleet_from_dataframe(shifted), DataConfig())
+    np.testing.assert_allclose(np.array(other.mean) - 1000.0, pre.mean, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(other.std, pre.std, rtol=1e-6)
+
+
+def test_transform_rejects_wrong_width(sim) -> None:
+    pre = fit_preprocessing(sim.train, DataConfig())
+    with pytest.raises(ValueError, match="expected"):
+        pre.transform(np.zeros((2, pre.n_features + 1)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(0.1, 1e3), shift=st.floats(-1e3, 1e3), seed=st.integers(0, 1000))
+def test_normalisation_is_invariant_to_affine_sensor_units(scale: float, shift: float,
+                                                           seed: int) -> None:
+    """Changing a sensor's units (a x + b, a > 0) leaves the normalised inputs unchanged."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    frame = pd.DataFrame({"asset_id": np.repeat([1, 2, 3], n // 3),
+                          "cycle": np.tile(np.arange(1, n // 3 + 1), 3),
+                          "a": rng.normal(size=n), "b": rng.normal(5, 2, size=n)})
+    pre = fit_preprocessing(fleet_from_dataframe(frame), DataConfig())
+    moved = frame.assign(b=frame["b"] * scale + shift)
+    pre_moved = fit_preprocessing(fleet_from_dataframe(moved), DataConfig())
+    np.testing.assert_allclose(pre_moved.transform(moved[["a", "b"]].to_numpy()),
+                               pre.transform(frame[["a", "b"]].to_numpy()), atol=1e-4)

@@ -1,0 +1,128 @@
+"""Training: heads' losses, calibration, real short runs on tiny fleets, resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rul.evaluation import evaluate
+from rul.metrics import rmse
+from rul.targets import capped, rul_per_row
+from training.calibration import fit_temperature
+from training.checkpoint import load_checkpoint
+from training.config import ModelConfig, RunConfig, default_config, merge
+from training.module import multitask_loss, pinball_loss
+from training.network import RulNetwork
+from training.run import train_run
+
+TINY = {"model": {"hidden": 16, "layers": 1}, "train": {"max_epochs": 6, "batch_size": 128,
+                                                        "patience": 6}}
+
+
+def tiny_config(backbone: str = "cnn", **train) -> RunConfig:
+    config = merge(default_config("SIM", backbone), TINY)
+    return merge(config, {"train": train}) if train else config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(sim, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    return train_run(sim.train, tiny_config(), out, name="sim", progress=False)
+
+
+def test_pinball_loss_by_hand() -> None:
+    levels = torch.tensor([0.1, 0.9])
+    quantiles = torch.tensor([[10.0, 10.0]])
+    # target 12: under-prediction by 2 costs 0.1*2 at q=0.1 and 0.9*2 at q=0.9
+    assert pinball_loss(quantiles, torch.tensor([12.0]), levels).item() == pytest.approx(1.0)
+    # target 8: over-prediction by 2 costs 0.9*2 and 0.1*2
+    assert pinball_loss(quantiles, torch.tensor([8.0]), levels).item() == pytest.approx(1.0)
+    assert pinball_loss(quantiles, torch.tensor([10.0]), levels).item() == 0.0
+
+
+def test_multitask_loss_by_hand() -> None:
+    outputs = (torch.tensor([100.0]), torch.tensor([[100.0, 100.0]]), torch.tensor([0.0]))
+    losses = multitask_loss(outputs, torch.tensor([50.0]), torch.tensor([1.0]),
+                            torch.tensor([0.1, 0.9]), rul_cap=100.0, quantile_weight=0.5,
+                            failure_weight=0.2)
+    assert losses["rul_loss"].item() == pytest.approx(0.25)  # (1.0 - 0.5)^2
+    assert losses["quantile_loss"].item() == pytest.approx((0.9 * 0.5 + 0.1 * 0.5) / 2)
+    assert losses["failure_loss"].item() == pytest.approx(math.log(2))
+    expected = 0.25 + 0.5 * 0.25 + 0.2 * math.log(2)
+    assert losses["loss"].item() == pytest.approx(expected)
+
+
+def test_quantiles_never_cross() -> None:
+    torch.manual_seed(0)
+    net = RulNetwork(5, 12, 125, ModelConfig(hidden=8, quantiles=(0.1, 0.5, 0.9)))
+    _, quantiles, _ = net(torch.randn(64, 12, 5) * 10)
+    assert (quantiles.diff(dim=1) >= 0).all()
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 3.0])
+def test_temperature_scaling_recovers_a_known_temperature(true_temperature: float) -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, 20_000)
+    labels = rng.random(20_000) < 1 / (1 + np.exp(-logits / true_temperature))
+    assert fit_temperature(logits, labels) == pytest.approx(true_temperature, rel=0.05)
+    assert fit_temperature(logits, np.ones_like(labels)) == 1.0
+
+
+def test_config_errors_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'gru'.*cnn"):
+        ModelConfig(backbone="gru")
+    (tmp_path / "c.yaml").write_text("train:\n  max_epoch: 3\n")
+    with pytest.raises(ValueError, match=r"c.yaml: train: unknown keys \['max_epoch'\]"):
+        RunConfig.load(tmp_path / "c.yaml")
+
+
+def test_short_run_learns_and_beats_the_mean(sim, tiny_run: Path) -> None:
+    history = (tiny_run / "history.csv").read_text().splitlines()
+    losses = [float(line.split(",")[1]) for line in history[1:]]
+    assert losses[-1] < 0.7 * losses[0]
+    predictor = load_checkpoint(tiny_run)
+    result = evaluate(predictor, sim.test, sim.test_rul, trajectories=False)
+    mean = capped(rul_per_row(sim.train), 125).mean()
+    baseline = rmse(capped(sim.test_rul, 125), np.full(len(sim.test_rul), mean))
+    assert result["rmse"] < 0.8 * baseline
+
+
+def test_run_directory_is_self_contained(tiny_run: Path) -> None:
+    for name in ("config.yaml", "model.ckpt", "model_card.json", "metrics.json", "history.csv"):
+        assert (tiny_run / name).is_file(), name
+    card = json.loads((tiny_run / "model_card.json").read_text())
+    assert card["window"] == 30 and card["rul_cap"] == 125 and card["horizon"] == 30
+    assert card["quantiles"] == [0.1, 0.5, 0.9] and card["backbone"] == "cnn"
+    assert card["features"] == card["preprocessing"]["features"]
+    assert card["training_data"]["n_assets"] == 24
+    assert RunConfig.load(tiny_run / "config.yaml") == tiny_config()
+    # The checkpoint holds plain values only: it loads with weights_only.
+    torch.load(tiny_run / "model.ckpt", weights_only=True)
+
+
+def test_lstm_backbone_trains(sim, tmp_path: Path) -> None:
+    run = train_run(sim.train, tiny_config("lstm", max_epochs=2), tmp_path, progress=False)
+    predictor = load_checkpoint(run)
+    assert predictor.config.model.backbone == "lstm"
+    pred = predictor.predict_windows(np.repeat(
+        sim.test.frame[predictor.features].to_numpy()[None, :30], 3, axis=0))
+    assert pred.rul.shape == (3,) and pred.rul_quantiles.shape == (3, 3)
+    assert ((pred.failure_probability >= 0) & (pred.failure_probability <= 1)).all()
+
+
+def test_resume_continues_from_last_epoch(sim, tmp_path: Path) -> None:
+    train_run(sim.train, tiny_config(max_epochs=2), tmp_path, progress=False)
+    train_run(sim.train, tiny_config(max_epochs=4), tmp_path, resume=True, progress=False)
+    epochs = [line.split(",")[0] for line in
+              (tmp_path / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3"]
+
+
+def test_resume_without_a_run_is_an_error(sim, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_run(sim.train, tiny_config(), tmp_path, resume=True, progress=False)

@@ -1,0 +1,60 @@
+"""Backbones: plain torch modules mapping normalised windows [B, W, F] to features [B, D].
+
+Registered by name; configs store the name. No Lightning here, so each exports and tests alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rul.errors import ConfigError
+from training.config import ModelConfig
+
+
+class CNNBackbone(nn.Module):
+    """1D-CNN over time in the style of Li, Ding & Sun (2018): stacked temporal convolutions,
+    then the whole feature map flattened into a dense layer (the window length is fixed)."""
+
+    def __init__(self, n_inputs: int, window: int, config: ModelConfig) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        channels = n_inputs
+        for _ in range(config.layers):
+            blocks += [nn.Conv1d(channels, config.hidden, config.kernel_size,
+                                 padding=config.kernel_size // 2), nn.ReLU()]
+            channels = config.hidden
+        self.convolutions = nn.Sequential(*blocks)
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels * window, config.hidden),
+                                   nn.ReLU())
+        self.out_features = config.hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.convolutions(x.transpose(1, 2)))
+
+
+class LSTMBackbone(nn.Module):
+    """Stacked LSTM; the last time step's hidden state summarises the window (Zheng et al. 2017)."""
+
+    def __init__(self, n_inputs: int, window: int, config: ModelConfig) -> None:
+        super().__init__()
+        del window  # any length works; kept for a uniform constructor
+        self.lstm = nn.LSTM(n_inputs, config.hidden, num_layers=config.layers, batch_first=True,
+                            dropout=config.dropout if config.layers > 1 else 0.0)
+        self.out_features = config.hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output, _ = self.lstm(x)
+        return output[:, -1]
+
+
+BACKBONES: dict[str, type[nn.Module]] = {"cnn": CNNBackbone, "lstm": LSTMBackbone}
+
+
+def build_backbone(n_inputs: int, window: int, config: ModelConfig) -> nn.Module:
+    try:
+        cls = BACKBONES[config.backbone]
+    except KeyError:
+        raise ConfigError(f"unknown backbone {config.backbone!r}; choose one of "
+                          f"{sorted(BACKBONES)}") from None
+    return cls(n_inputs, window, config)

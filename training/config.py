@@ -1,0 +1,169 @@
+"""Run configuration: one dataclass per stage, a docstring per field, saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rul.config import DataConfig, from_dict
+from rul.errors import ConfigError
+
+BACKBONES = ("cnn", "lstm")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: a backbone over the window, then the three heads."""
+
+    backbone: str = "cnn"
+    """Registered backbone name: one of training.backbones.BACKBONES."""
+    hidden: int = 64
+    """Channels (CNN) or hidden units (LSTM)."""
+    layers: int = 2
+    """Convolution blocks (CNN) or stacked LSTM layers."""
+    kernel_size: int = 5
+    """Temporal kernel of the CNN's convolutions."""
+    dropout: float = 0.2
+    """Dropout before the heads."""
+    quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    """Levels of the rul_quantiles head (strictly increasing, in (0, 1))."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"unknown backbone {self.backbone!r}; "
+                              f"choose one of {list(BACKBONES)}")
+        for name in ("hidden", "layers", "kernel_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got "
+                                  f"{getattr(self, name)!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        q = tuple(float(x) for x in self.quantiles)
+        if not q or any(not 0 < x < 1 for x in q) or list(q) != sorted(set(q)):
+            raise ConfigError(f"model.quantiles must be strictly increasing in (0, 1), got {q}")
+        object.__setattr__(self, "quantiles", q)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and hardware."""
+
+    max_epochs: int = 40
+    """Upper bound on epochs; early stopping usually ends sooner."""
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    """Peak learning rate of the one-cycle schedule."""
+    weight_decay: float = 1e-4
+    patience: int = 10
+    """Epochs without a better validation RMSE before stopping."""
+    gradient_clip: float = 1.0
+    """Gradient-norm clipping (0 disables)."""
+    quantile_weight: float = 0.5
+    """Weight of the pinball loss beside the RUL loss."""
+    failure_weight: float = 0.2
+    """Weight of the failure-probability (binary cross-entropy) loss."""
+    seed: int = 0
+    """Seed of weights, batch order and (via the data config) the asset split."""
+    accelerator: str = "auto"
+    """Lightning accelerator: auto, cpu, gpu, ..."""
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    """Lightning strategy; 'ddp' for several processes, GPUs or nodes."""
+    precision: str | None = None
+    """None: bf16-mixed on a GPU that supports it, else 32-true."""
+    num_threads: int | None = None
+    """CPU threads for torch (None: torch's default)."""
+    logger: str = "csv"
+    """'csv' (always written) or 'tensorboard' (also written, when installed)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_epochs", "batch_size", "patience", "num_nodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
+        for name in ("learning_rate", "weight_decay", "gradient_clip", "quantile_weight",
+                     "failure_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
+        if self.logger not in ("csv", "tensorboard"):
+            raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {self.logger!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs, saved as config.yaml in the run directory."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["model"]["quantiles"] = list(self.model.quantiles)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        values = dict(values or {})
+        unknown = sorted(set(values) - {"data", "model", "train"})
+        if unknown:
+            raise ConfigError(f"unknown config sections {unknown}; known: data, model, train")
+        return cls(
+            data=DataConfig.from_dict(values.get("data", {})),
+            model=from_dict(ModelConfig, values.get("model", {}), "model"),
+            train=from_dict(TrainConfig, values.get("train", {}), "train"),
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path | str) -> RunConfig:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        try:
+            return cls.from_dict(values or {})
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+# Defaults per C-MAPSS subset that work without tuning. Multi-condition subsets get longer
+# windows and per-condition normalisation (chosen automatically by normalisation='auto').
+SUBSET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "FD001": {"data": {"window": 30}},
+    "FD002": {"data": {"window": 40}},
+    "FD003": {"data": {"window": 30}},
+    "FD004": {"data": {"window": 40}},
+}
+
+
+def default_config(subset: str | None, backbone: str | None = None) -> RunConfig:
+    """The documented default configuration for a subset (any other name: generic defaults)."""
+    config = RunConfig()
+    overrides = SUBSET_DEFAULTS.get((subset or "").upper(), {})
+    config = merge(config, overrides)
+    if backbone:
+        config = replace(config, model=replace(config.model, backbone=backbone))
+    return config
+
+
+def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """The config with the given {section: {field: value}} overrides applied (validated)."""
+    values = config.to_dict()
+    for section, fields_ in (overrides or {}).items():
+        if section not in values:
+            raise ConfigError(f"unknown config section {section!r}")
+        if not isinstance(fields_, dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+        values[section].update(fields_)
+    return RunConfig.from_dict(values)

@@ -1,0 +1,70 @@
+"""LightningDataModule over rul's preprocessing: engine-wise split, windows, targets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rul.config import DataConfig
+from rul.fleet import Fleet
+from rul.preprocessing import Preprocessing, fit_preprocessing
+from rul.split import split_assets
+from rul.targets import capped, failure_label, rul_per_row
+from rul.windowing import Windows, make_windows
+
+
+class WindowDataset(Dataset):
+    """Windows cut on access from one padded array (memory: rows, not rows x window)."""
+
+    def __init__(self, windows: Windows, rul: np.ndarray, rul_cap: float, horizon: float) -> None:
+        self.values = torch.from_numpy(np.ascontiguousarray(windows.values, dtype=np.float32))
+        self.starts = windows.starts
+        self.window = windows.window
+        true = rul[windows.end_rows]
+        self.rul = torch.from_numpy(capped(true, rul_cap).astype(np.float32))
+        self.failure = torch.from_numpy(failure_label(true, horizon).astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s = int(self.starts[i])
+        return self.values[s:s + self.window], self.rul[i], self.failure[i]
+
+
+def build_dataset(fleet: Fleet, preprocessing: Preprocessing, config: DataConfig, ends: str,
+                  rul_at_end: np.ndarray | None = None) -> WindowDataset:
+    """Normalised windows of a fleet with their capped RUL and failure targets."""
+    windows = make_windows(preprocessing.transform_fleet(fleet), fleet.lengths(), config.window,
+                           stride=config.stride if ends == "full" else 1, ends=ends)
+    return WindowDataset(windows, rul_per_row(fleet, rul_at_end), config.rul_cap, config.horizon)
+
+
+class RulDataModule(pl.LightningDataModule):
+    """Train and validation windows from run-to-failure data, split by whole assets.
+
+    The preprocessing is fitted on the training split alone. Validation windows end at every
+    cycle of the held-out engines (short histories padded), so validation sees the same mix of
+    early-life and late-life windows that truncated test engines give.
+    """
+
+    def __init__(self, fleet: Fleet, config: DataConfig, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.config = config
+        self.batch_size = batch_size
+        self.seed = seed
+        self.train_fleet, self.val_fleet = split_assets(fleet, config.validation_fraction,
+                                                        config.seed)
+        self.preprocessing = fit_preprocessing(self.train_fleet, config)
+        self.train_set = build_dataset(self.train_fleet, self.preprocessing, config, "full")
+        self.val_set = build_dataset(self.val_fleet, self.preprocessing, config, "every")
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          generator=generator, drop_last=len(self.train_set) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=max(self.batch_size, 1024))

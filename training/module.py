@@ -1,0 +1,81 @@
+"""The one LightningModule: losses, validation metric, optimiser and schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torchmetrics
+from torch.nn import functional as F
+
+from training.config import RunConfig
+from training.network import RulNetwork
+
+
+def pinball_loss(quantiles: torch.Tensor, target: torch.Tensor,
+                 levels: torch.Tensor) -> torch.Tensor:
+    """Mean quantile (pinball) loss of predictions [B, Q] at `levels` [Q] against target [B]."""
+    error = target[:, None] - quantiles
+    return torch.maximum(levels * error, (levels - 1) * error).mean()
+
+
+def multitask_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rul: torch.Tensor,
+                   failure: torch.Tensor, levels: torch.Tensor, rul_cap: float,
+                   quantile_weight: float, failure_weight: float) -> dict[str, torch.Tensor]:
+    """RUL MSE + pinball + binary cross-entropy; RUL terms in units of rul_cap."""
+    pred_rul, quantiles, logit = outputs
+    rul_loss = F.mse_loss(pred_rul / rul_cap, rul / rul_cap)
+    quantile_loss = pinball_loss(quantiles / rul_cap, rul / rul_cap, levels)
+    failure_loss = F.binary_cross_entropy_with_logits(logit, failure)
+    total = rul_loss + quantile_weight * quantile_loss + failure_weight * failure_loss
+    return {"loss": total, "rul_loss": rul_loss, "quantile_loss": quantile_loss,
+            "failure_loss": failure_loss}
+
+
+class RulModule(pl.LightningModule):
+    """Rebuilt from plain saved arguments: the run config, input width and preprocessing."""
+
+    def __init__(self, config: dict[str, Any], n_inputs: int,
+                 preprocessing: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.run_config = RunConfig.from_dict(config)
+        data, model = self.run_config.data, self.run_config.model
+        self.network = RulNetwork(n_inputs, data.window, data.rul_cap, model)
+        self.register_buffer("levels", torch.tensor(model.quantiles, dtype=torch.float32),
+                             persistent=False)
+        self.val_rmse = torchmetrics.MeanSquaredError(squared=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.network(x)
+
+    def _losses(self, batch: tuple[torch.Tensor, ...]) -> tuple[dict[str, torch.Tensor], Any]:
+        x, rul, failure = batch
+        outputs = self(x)
+        t = self.run_config.train
+        losses = multitask_loss(outputs, rul, failure, self.levels, self.run_config.data.rul_cap,
+                                t.quantile_weight, t.failure_weight)
+        return losses, outputs
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        losses, _ = self._losses(batch)
+        self.log("train_loss", losses["loss"], on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch[0]))
+        return losses["loss"]
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        losses, outputs = self._losses(batch)
+        self.val_rmse.update(outputs[0].float(), batch[1])
+        n = len(batch[0])
+        self.log("val_loss", losses["loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("val_rmse", self.val_rmse, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        t = self.run_config.train
+        optimizer = torch.optim.AdamW(self.parameters(), lr=t.learning_rate,
+                                      weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                               patience=max(1, t.patience // 3))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_rmse"}}

@@ -1,0 +1,160 @@
+"""`rul train`: one Lightning run into a self-contained run directory.
+
+RUN_DIR/config.yaml (resolved), model.ckpt (best weights, calibrated), model_card.json,
+metrics.json, history.csv, logs/ (Lightning CSV logs), checkpoints/ (last.ckpt, for --resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from rul.evaluation import evaluate
+from rul.fleet import Fleet
+from rul.io import atomic_write, write_json
+from rul.model_card import build_model_card, fleet_fingerprint
+from rul.split import truncate_assets
+from training.calibration import fit_temperature
+from training.checkpoint import MODEL_FILE, CheckpointPredictor
+from training.config import RunConfig
+from training.datamodule import RulDataModule
+from training.module import RulModule
+
+
+def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
+              resume: bool = False, progress: bool = True) -> Path:
+    """Train, select the best epoch on validation engines, calibrate, and write the run dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = config.train
+    configure_torch(t.num_threads)
+    pl.seed_everything(t.seed, workers=True, verbose=False)
+    datamodule = RulDataModule(fleet, config.data, t.batch_size, t.seed)
+    module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
+                       datamodule.preprocessing.to_dict())
+    checkpoints = out_dir / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if resume and not last.is_file():
+        raise FileNotFoundError(f"{last}: nothing to resume from")
+    trainer = pl.Trainer(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision or default_precision(t.accelerator),
+        gradient_clip_val=t.gradient_clip or None,
+        deterministic=True,
+        logger=loggers(out_dir, t.logger),
+        callbacks=[
+            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_rmse", mode="min",
+                            save_top_k=1, save_last=True),
+            EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience),
+        ],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path or str(last)
+        finish_run(best, datamodule, fleet, config, out_dir, name)
+    return out_dir
+
+
+def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, config: RunConfig,
+               out_dir: Path, name: str) -> None:
+    """Calibrate the best epoch's failure probability and write the run's files."""
+    module = RulModule.load_from_checkpoint(best_checkpoint, map_location="cpu").eval()
+    logits, labels = validation_logits(module, datamodule)
+    module.network.temperature.fill_(fit_temperature(logits, labels))
+    predictor = CheckpointPredictor(module)
+    validation = validation_metrics(predictor, datamodule.val_fleet, config.data.seed)
+    history = read_history(out_dir / "logs")
+    metrics = {"validation": validation, "best_epoch": best_epoch(history)}
+    card = build_model_card(name=name, preprocessing=datamodule.preprocessing,
+                            config=config.to_dict(), fingerprint=fleet_fingerprint(fleet),
+                            temperature=float(module.network.temperature), metrics=metrics,
+                            libraries=("torch", "pytorch-lightning"))
+    config.save(out_dir / "config.yaml")
+    save_module(module, out_dir / MODEL_FILE)
+    write_json(out_dir / "model_card.json", card)
+    write_json(out_dir / "metrics.json", metrics)
+    history.to_csv(out_dir / "history.csv", index=False)
+
+
+@torch.no_grad()
+def validation_logits(module: RulModule, datamodule: RulDataModule) -> tuple[np.ndarray, ...]:
+    logits, labels = [], []
+    for x, _, failure in datamodule.val_dataloader():
+        logits.append(module.network(x)[2].float().numpy())
+        labels.append(failure.numpy())
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def validation_metrics(predictor: CheckpointPredictor, val_fleet: Fleet,
+                       seed: int) -> dict[str, Any]:
+    """The test protocol on validation engines cut at random cycles, as test engines are."""
+    truncated, rul_at_end = truncate_assets(val_fleet, seed)
+    result = evaluate(predictor, truncated, rul_at_end, trajectories=False)
+    keys = ("rmse", "mae", "score", "rmse_uncapped", "f1", "precision", "recall", "auroc",
+            "brier", "ece", "coverage", "n_assets")
+    return {k: result[k] for k in keys}
+
+
+def read_history(log_dir: Path) -> pd.DataFrame:
+    """One row per epoch: epoch, train_loss, val_loss, val_rmse, over every invocation of the
+    run (logs/version_N/metrics.csv; where a resumed run repeats an epoch, the later wins)."""
+    columns = ["epoch", "train_loss", "val_loss", "val_rmse"]
+    parts = []
+    for path in sorted(log_dir.glob("version_*/metrics.csv"),
+                       key=lambda p: int(p.parent.name.split("_")[1])):
+        logged = pd.read_csv(path)
+        present = [c for c in columns[1:] if c in logged.columns]
+        parts.append(logged.groupby("epoch")[present].mean().reset_index())
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    history = pd.concat(parts).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return history.reindex(columns=columns).reset_index(drop=True)
+
+
+def best_epoch(history: pd.DataFrame) -> int | None:
+    if history["val_rmse"].notna().any():
+        return int(history.loc[history["val_rmse"].idxmin(), "epoch"])
+    return None
+
+
+def save_module(module: RulModule, path: Path) -> None:
+    """A Lightning-loadable checkpoint of plain values (no pickled classes), written atomically."""
+    state = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+             "pytorch-lightning_version": pl.__version__}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def configure_torch(num_threads: int | None) -> None:
+    # Denormal floats in LSTM gates slow CPU training about 2x and erratically; flush them.
+    torch.set_flush_denormal(True)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def default_precision(accelerator: str) -> str:
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def loggers(out_dir: Path, kind: str) -> list:
+    # A new version folder per invocation: a resumed run appends, never overwrites.
+    chosen = [CSVLogger(out_dir, name="logs")]
+    if kind == "tensorboard":
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        chosen.append(TensorBoardLogger(out_dir, name="tensorboard"))
+    return chosen
