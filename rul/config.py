@@ -38,14 +38,23 @@ class DataConfig:
     """Seed of the asset split and the condition discovery."""
 
     def __post_init__(self) -> None:
+        for name in ("window", "stride", "rul_cap", "horizon", "max_conditions", "seed"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool), name, value,
+                   "must be an integer")
+        _check(isinstance(self.near_constant_fraction, int | float), "near_constant_fraction",
+               self.near_constant_fraction, "must be a number")
+        _check(isinstance(self.validation_fraction, int | float), "validation_fraction",
+               self.validation_fraction, "must be a number")
         _check(self.window >= 1, "window", self.window, "must be >= 1")
         _check(self.stride >= 1, "stride", self.stride, "must be >= 1")
         _check(self.rul_cap >= 1, "rul_cap", self.rul_cap, "must be >= 1")
         _check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
         _check(self.normalisation in NORMALISATIONS, "normalisation", self.normalisation,
                f"must be one of {list(NORMALISATIONS)}")
-        _check(self.conditions is None or self.conditions >= 1, "conditions", self.conditions,
-               "must be >= 1 or null")
+        _check(self.conditions is None or (isinstance(self.conditions, int)
+                                           and self.conditions >= 1),
+               "conditions", self.conditions, "must be an integer >= 1 or null")
         _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
         _check(0.5 < self.near_constant_fraction <= 1.0, "near_constant_fraction",
                self.near_constant_fraction, "must be in (0.5, 1]")

@@ -92,14 +92,15 @@ def validate_fleet(
     for name in [CYCLE, *settings, *sensors]:
         columns[name] = _numeric(raw[name], name, asset_ids, locator)
     cycles = columns[CYCLE]
-    _check_cycles(cycles, asset_ids, locator)
+    order = _stable_asset_sort(asset_ids)
+    _check_cycles(cycles, asset_ids, order, locator)
 
     frame = pd.DataFrame(columns)
     frame[CYCLE] = cycles.astype(np.int64)
     if TIMESTAMP in raw.columns:
         frame.insert(2, TIMESTAMP, raw[TIMESTAMP].to_numpy())
     # Stable by asset: cycles already increase within an asset in file order.
-    frame = frame.iloc[_stable_asset_sort(asset_ids)].reset_index(drop=True)
+    frame = frame.iloc[order].reset_index(drop=True)
     return Fleet(frame, tuple(settings), tuple(sensors), locator.source)
 
 
@@ -146,7 +147,8 @@ def _numeric(
     return values
 
 
-def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, locator: Locator) -> None:
+def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, by_asset: np.ndarray,
+                  locator: Locator) -> None:
     fractional = cycles != np.floor(cycles)
     if fractional.any():
         pos = int(np.argmax(fractional))
@@ -163,7 +165,6 @@ def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, locator: Locator) -
             column=CYCLE,
         )
     # Within each asset, in file order, every cycle must exceed the one before it.
-    by_asset = _stable_asset_sort(asset_ids)
     a, c = asset_ids[by_asset], cycles[by_asset]
     same_asset = a[1:] == a[:-1]
     step = c[1:] - c[:-1]

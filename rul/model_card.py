@@ -53,7 +53,7 @@ def fleet_fingerprint(fleet: Fleet) -> dict[str, Any]:
 
 
 def build_model_card(*, name: str, preprocessing: Preprocessing, config: dict[str, Any],
-                     fingerprint: dict[str, Any], temperature: float,
+                     fingerprint: dict[str, Any], calibration: dict[str, float],
                      metrics: dict[str, Any], libraries: tuple[str, ...] = ()) -> dict[str, Any]:
     """The card of a trained model. `config` is the resolved run config (data/model/train)."""
     data, model = config["data"], config["model"]
@@ -72,7 +72,7 @@ def build_model_card(*, name: str, preprocessing: Preprocessing, config: dict[st
         "hyperparameters": model,
         "config": config,
         "preprocessing": preprocessing.to_dict(),
-        "failure_temperature": temperature,
+        "calibration": calibration,
         "training_data": fingerprint,
         "metrics": metrics,
         "versions": library_versions(("numpy", "pandas", *libraries)),

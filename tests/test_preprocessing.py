@@ -106,3 +106,16 @@ def test_normalisation_is_invariant_to_affine_sensor_units(scale: float, shift: 
     pre_moved = fit_preprocessing(fleet_from_dataframe(moved), DataConfig())
     np.testing.assert_allclose(pre_moved.transform(moved[["a", "b"]].to_numpy()),
                                pre.transform(frame[["a", "b"]].to_numpy()), atol=1e-4)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"window": "abc"}, "window must be an integer, got 'abc'"),
+    ({"window": 0}, "window must be >= 1, got 0"),
+    ({"normalisation": "minmax"}, "normalisation must be one of"),
+    ({"validation_fraction": 1.0}, "validation_fraction must be in [0, 1)"),
+    ({"windw": 3}, "unknown keys ['windw']"),
+])
+def test_data_config_errors_name_the_field(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DataConfig.from_dict(values)
+    assert message in str(info.value)

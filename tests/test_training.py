@@ -13,7 +13,7 @@ import torch
 from rul.evaluation import evaluate
 from rul.metrics import rmse
 from rul.targets import capped, rul_per_row
-from training.calibration import fit_temperature
+from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
 from training.config import ModelConfig, RunConfig, default_config, merge
 from training.module import multitask_loss, pinball_loss
@@ -73,6 +73,28 @@ def test_temperature_scaling_recovers_a_known_temperature(true_temperature: floa
     assert fit_temperature(logits, np.ones_like(labels)) == 1.0
 
 
+def test_conformal_offset_reaches_the_asked_coverage() -> None:
+    rng = np.random.default_rng(1)
+    target = rng.normal(0, 10, 5_000)
+    lower, upper = np.full(5_000, -5.0), np.full(5_000, 5.0)  # far too narrow for sd 10
+    offset = fit_interval_offset(lower, upper, target, 0.8)
+    covered = ((lower - offset <= target) & (target <= upper + offset)).mean()
+    assert offset > 0 and covered == pytest.approx(0.8, abs=0.01)
+    # Too wide an interval is narrowed.
+    assert fit_interval_offset(lower * 10, upper * 10, target, 0.8) < 0
+    # By hand: scores max(l - y, y - u) = [-1, 2, 0] -> the higher 100 % quantile is 2.
+    assert fit_interval_offset([0, 0, 0], [2, 2, 2], [1, 4, 2], 0.9) == 2.0
+
+
+def test_widened_quantiles_stay_ordered() -> None:
+    net = RulNetwork(3, 8, 125, ModelConfig(hidden=4))
+    quantiles = torch.tensor([[10.0, 20.0, 30.0]])
+    net.interval_offset.fill_(5.0)
+    assert net.widen(quantiles).tolist() == [[5.0, 20.0, 35.0]]
+    net.interval_offset.fill_(-50.0)
+    assert net.widen(quantiles).tolist() == [[20.0, 20.0, 20.0]]
+
+
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown backbone 'gru'.*cnn"):
         ModelConfig(backbone="gru")
@@ -100,6 +122,7 @@ def test_run_directory_is_self_contained(tiny_run: Path) -> None:
     assert card["quantiles"] == [0.1, 0.5, 0.9] and card["backbone"] == "cnn"
     assert card["features"] == card["preprocessing"]["features"]
     assert card["training_data"]["n_assets"] == 24
+    assert card["calibration"]["failure_temperature"] > 0
     assert RunConfig.load(tiny_run / "config.yaml") == tiny_config()
     # The checkpoint holds plain values only: it loads with weights_only.
     torch.load(tiny_run / "model.ckpt", weights_only=True)

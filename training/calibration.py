@@ -32,3 +32,19 @@ def _log_loss(logits: np.ndarray, labels: np.ndarray, log_t: float) -> float:
     z = logits / np.exp(log_t)
     # log(1 + e^z) - y z, computed stably.
     return float(np.mean(np.logaddexp(0.0, z) - labels * z))
+
+
+def fit_interval_offset(lower: np.ndarray, upper: np.ndarray, target: np.ndarray,
+                        coverage: float) -> float:
+    """Widening (or, if negative, narrowing) of [lower, upper] that makes it cover `coverage`
+    of held-out targets: conformalised quantile regression (Romano, Patterson & Candes, 2019).
+
+    The score max(lower - y, y - upper) is how far each target falls outside its interval; its
+    (1 - alpha)(1 + 1/n) empirical quantile is the offset with finite-sample coverage.
+    """
+    lower, upper, target = (np.asarray(a, dtype=np.float64) for a in (lower, upper, target))
+    if len(target) == 0:
+        return 0.0
+    scores = np.maximum(lower - target, target - upper)
+    level = min(1.0, coverage * (1 + 1 / len(target)))
+    return float(np.quantile(scores, level, method="higher"))

@@ -24,8 +24,10 @@ class RulNetwork(nn.Module):
         self.quantile_head = nn.Linear(width, len(config.quantiles))
         self.failure_head = nn.Linear(width, 1)
         self.rul_cap = float(rul_cap)
-        # Set after training by temperature scaling on validation engines.
+        # Set after training on validation engines: temperature scaling of the failure logit,
+        # and the conformal offset of the outer quantiles (0 while training).
         self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("interval_offset", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised windows [B, W, F] -> (rul [B], rul_quantiles [B, Q], failure logit [B]),
@@ -35,7 +37,22 @@ class RulNetwork(nn.Module):
         raw = self.quantile_head(h)
         steps = torch.cat([raw[:, :1], F.softplus(raw[:, 1:])], dim=1)
         quantiles = torch.cumsum(steps, dim=1) * self.rul_cap
-        return rul, quantiles, self.failure_head(h).squeeze(-1)
+        return rul, self.widen(quantiles), self.failure_head(h).squeeze(-1)
+
+    def widen(self, quantiles: torch.Tensor) -> torch.Tensor:
+        """Move the outer quantiles out by interval_offset (in by a negative one), never past
+        their neighbours, so the quantiles stay ordered."""
+        if quantiles.shape[1] < 2:
+            return quantiles
+        lower = quantiles[:, :1] - self.interval_offset
+        upper = quantiles[:, -1:] + self.interval_offset
+        if quantiles.shape[1] > 2:
+            lower = torch.minimum(lower, quantiles[:, 1:2])
+            upper = torch.maximum(upper, quantiles[:, -2:-1])
+        else:
+            middle = (quantiles[:, :1] + quantiles[:, -1:]) / 2
+            lower, upper = torch.minimum(lower, middle), torch.maximum(upper, middle)
+        return torch.cat([lower, quantiles[:, 1:-1], upper], dim=1)
 
     def failure_probability(self, logit: torch.Tensor) -> torch.Tensor:
         """Calibrated P(RUL <= horizon)."""

@@ -21,7 +21,7 @@ from rul.fleet import Fleet
 from rul.io import atomic_write, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.split import truncate_assets
-from training.calibration import fit_temperature
+from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor
 from training.config import RunConfig
 from training.datamodule import RulDataModule
@@ -73,15 +73,20 @@ def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, co
                out_dir: Path, name: str) -> None:
     """Calibrate the best epoch's failure probability and write the run's files."""
     module = RulModule.load_from_checkpoint(best_checkpoint, map_location="cpu").eval()
-    logits, labels = validation_logits(module, datamodule)
-    module.network.temperature.fill_(fit_temperature(logits, labels))
+    outputs = validation_outputs(module, datamodule)
+    module.network.temperature.fill_(fit_temperature(outputs["logit"], outputs["failure"]))
+    quantiles = config.model.quantiles
+    module.network.interval_offset.fill_(fit_interval_offset(
+        outputs["lower"], outputs["upper"], outputs["rul"], quantiles[-1] - quantiles[0]))
     predictor = CheckpointPredictor(module)
     validation = validation_metrics(predictor, datamodule.val_fleet, config.data.seed)
     history = read_history(out_dir / "logs")
     metrics = {"validation": validation, "best_epoch": best_epoch(history)}
     card = build_model_card(name=name, preprocessing=datamodule.preprocessing,
                             config=config.to_dict(), fingerprint=fleet_fingerprint(fleet),
-                            temperature=float(module.network.temperature), metrics=metrics,
+                            calibration={"failure_temperature": float(module.network.temperature),
+                                         "interval_offset": float(module.network.interval_offset)},
+                            metrics=metrics,
                             libraries=("torch", "pytorch-lightning"))
     config.save(out_dir / "config.yaml")
     save_module(module, out_dir / MODEL_FILE)
@@ -91,12 +96,16 @@ def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, co
 
 
 @torch.no_grad()
-def validation_logits(module: RulModule, datamodule: RulDataModule) -> tuple[np.ndarray, ...]:
-    logits, labels = [], []
-    for x, _, failure in datamodule.val_dataloader():
-        logits.append(module.network(x)[2].float().numpy())
-        labels.append(failure.numpy())
-    return np.concatenate(logits), np.concatenate(labels)
+def validation_outputs(module: RulModule, datamodule: RulDataModule) -> dict[str, np.ndarray]:
+    """Uncalibrated outer quantiles and failure logits on the validation windows, with targets."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("lower", "upper", "logit", "rul",
+                                                          "failure")}
+    for x, rul, failure in datamodule.val_dataloader():
+        _, quantiles, logit = module.network(x)
+        for key, value in (("lower", quantiles[:, 0]), ("upper", quantiles[:, -1]),
+                           ("logit", logit), ("rul", rul), ("failure", failure)):
+            parts[key].append(value.float().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def validation_metrics(predictor: CheckpointPredictor, val_fleet: Fleet,
