@@ -71,7 +71,10 @@ def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str
 
 def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, config: RunConfig,
                out_dir: Path, name: str) -> None:
-    """Calibrate the best epoch's failure probability and write the run's files."""
+    """Calibrate the best epoch (failure temperature, interval offset) and write the run's files.
+
+    Both are fitted on the validation windows; the checkpoint Lightning saved has them at their
+    neutral values (1 and 0), so what validation_outputs sees is uncalibrated."""
     module = RulModule.load_from_checkpoint(best_checkpoint, map_location="cpu").eval()
     outputs = validation_outputs(module, datamodule)
     module.network.temperature.fill_(fit_temperature(outputs["logit"], outputs["failure"]))
