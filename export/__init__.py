@@ -1,1 +1,1 @@
-"""torch -> ONNX export with the preprocessing inside the graph (not written yet)."""
+"""torch -> ONNX export: one self-contained file with the preprocessing inside the graph."""

@@ -69,11 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="auto (default) or ddp")
     p.add_argument("--logger", choices=["csv", "tensorboard"])
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--export", action="store_true", help="also write RUN_DIR/model.onnx")
     p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("export", help="export a trained checkpoint to one ONNX file")
+    p.add_argument("--checkpoint", required=True, type=Path, help="run directory or .ckpt")
+    p.add_argument("--out", required=True, type=Path, help="MODEL.onnx (MODEL.json beside it)")
+    p.add_argument("--data", type=Path, help="readings to check parity on (default: the "
+                   "training data named in the model card)")
+    p.add_argument("--subset", help="C-MAPSS subset, when --data is a directory")
+    p.set_defaults(handler=cmd_export)
 
     p = commands.add_parser("evaluate", help="score a model on a labelled test set")
     add_data_arguments(p)
-    p.add_argument("--model", required=True, type=Path, help="run directory or checkpoint")
+    p.add_argument("--model", required=True, type=Path,
+                   help="run directory, checkpoint (.ckpt) or model file (.onnx)")
     p.add_argument("--labels", type=Path, help="RUL file (default: the subset's RUL_ file)")
     p.add_argument("--report", type=Path, help="write a report (HTML, Markdown, plots) here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -165,7 +175,42 @@ def cmd_train(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     if (run / "metrics.json").is_file():
         _print_validation(run, time.perf_counter() - started)
+        if args.export:
+            export_run(run, run / "model.onnx", fleet)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    fleet = None
+    if args.data:
+        from rul.loaders import load_cmapss, read_fleet
+
+        fleet = (read_fleet(args.data) if args.data.is_file()
+                 else load_cmapss(args.data, args.subset or "FD001").train)
+    export_run(args.checkpoint, args.out, fleet)
+    return 0
+
+
+def export_run(checkpoint: Path, out: Path, fleet=None) -> None:
+    """Export and report the parity check; parity windows come from `fleet` or the card's
+    training data."""
+    from export.onnx import (
+        export_card,
+        export_checkpoint,
+        parity_readings,
+        read_run_card,
+        training_fleet_of,
+    )
+    from training.checkpoint import resolve_checkpoint
+
+    card = export_card(read_run_card(resolve_checkpoint(checkpoint)))
+    fleet = fleet or training_fleet_of(card)
+    readings = parity_readings(fleet, card["features"], card["window"])
+    result = export_checkpoint(checkpoint, out, readings)
+    size = result.path.stat().st_size / 1024
+    print(f"exported {result.path} ({size:.0f} KiB) and {result.sidecar.name}; parity on "
+          f"{len(readings)} real windows, max |torch - onnxruntime|: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in result.parity.items()))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -189,9 +234,8 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     """Load a model and a labelled test set, score it, and optionally write the report."""
     from rul.evaluation import evaluate
     from rul.loaders import default_cmapss_dir, load_cmapss, read_rul_file
-    from training.checkpoint import load_checkpoint
 
-    predictor = load_checkpoint(model)
+    predictor = load_predictor(model)
     dataset = load_cmapss(data or default_cmapss_dir(), subset)
     if dataset.test is None:
         raise RulError(f"{data}: no test_{subset} file to evaluate on")
@@ -206,8 +250,20 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
         from training.run import read_history
 
         run_dir = model if model.is_dir() else model.parent
-        write_report(result, report, read_history(run_dir / "logs"))
+        history = read_history(run_dir / "logs") if (run_dir / "logs").is_dir() else None
+        write_report(result, report, history)
     return result
+
+
+def load_predictor(model: Path):
+    """An .onnx file runs through the torch-free Forecaster; anything else is a checkpoint."""
+    if model.suffix == ".onnx":
+        from rul.forecaster import Forecaster
+
+        return Forecaster.load(model)
+    from training.checkpoint import load_checkpoint
+
+    return load_checkpoint(model)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

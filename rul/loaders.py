@@ -91,13 +91,8 @@ def read_cmapss_file(path: Path | str) -> Fleet:
     """Read one NASA C-MAPSS text file: whitespace-separated, 26 columns, no header."""
     path = Path(path)
     locator = Locator(str(path), kind="line", offset=1)
-    raw = _read_text(path, locator)
-    if raw.shape[1] != len(CMAPSS_COLUMNS):
-        raise locator.error(f"expected {len(CMAPSS_COLUMNS)} columns "
-                            f"(unit, cycle, 3 settings, 21 sensors), found {raw.shape[1]}", 0)
-    raw.columns = CMAPSS_COLUMNS
-    fleet = validate_fleet(raw, SETTINGS, SENSORS, locator)
-    _check_unit_numbers(fleet, locator)
+    fleet = _cmapss_fleet(_read_text(path, locator), locator)
+    _check_unit_numbers(fleet.asset_ids, locator)
     return fleet
 
 
@@ -206,9 +201,17 @@ def _parser_error(exc: Exception, locator: Locator) -> DataError:
     return DataError(f"cannot parse: {message}", file=locator.source)
 
 
-def _check_unit_numbers(fleet: Fleet, locator: Locator) -> None:
+def _cmapss_fleet(raw: pd.DataFrame, locator: Locator) -> Fleet:
+    """The rows of a C-MAPSS text file (or a chunk of one), named and validated."""
+    if raw.shape[1] != len(CMAPSS_COLUMNS):
+        raise locator.error(f"expected {len(CMAPSS_COLUMNS)} columns "
+                            f"(unit, cycle, 3 settings, 21 sensors), found {raw.shape[1]}", 0)
+    raw.columns = CMAPSS_COLUMNS
+    return validate_fleet(raw, SETTINGS, SENSORS, locator)
+
+
+def _check_unit_numbers(ids: np.ndarray, locator: Locator) -> None:
     # C-MAPSS numbers its units 1..N; a gap means an asset lost all its rows.
-    ids = fleet.asset_ids
     if ids.dtype == object:
         bad = next(i for i in ids if not str(i).lstrip("-").isdigit())
         raise locator.error(f"unit number must be an integer, got {bad!r}", column=ASSET_ID)

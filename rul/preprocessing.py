@@ -68,29 +68,31 @@ class Preprocessing:
         """Operating condition (0..K-1) of each row of a [..., n_settings] array."""
         if self.n_conditions == 1:
             return np.zeros(settings.shape[:-1], dtype=np.int64)
-        z = (settings - np.asarray(self.settings_mean)) / np.asarray(self.settings_std)
-        centroids = np.asarray(self.centroids)
-        distances = ((z[..., None, :] - centroids) ** 2).sum(axis=-1)
+        z = (np.asarray(settings, dtype=np.float32) - _f32(self.settings_mean)) / _f32(
+            self.settings_std)
+        distances = ((z[..., None, :] - _f32(self.centroids)) ** 2).sum(axis=-1)
         return distances.argmin(axis=-1)
 
     def transform(self, readings: np.ndarray) -> np.ndarray:
-        """Normalise raw readings [..., n_features] (card order) to float32 [..., n_inputs]."""
-        readings = np.asarray(readings, dtype=np.float64)
+        """Normalise raw readings [..., n_features] (card order) to float32 [..., n_inputs].
+
+        The arithmetic is float32, operation for operation what the ONNX graph does, so the
+        model sees the same numbers in training, evaluation and serving."""
+        readings = np.asarray(readings, dtype=np.float32)
         if readings.shape[-1] != self.n_features:
             raise ValueError(f"readings have {readings.shape[-1]} columns, expected "
                              f"{self.n_features} ({self.features})")
         n_settings = len(self.settings)
         condition = self.condition_of(readings[..., :n_settings])
         sensors = readings[..., n_settings:]
-        mean, std = np.asarray(self.mean)[condition], np.asarray(self.std)[condition]
-        return ((sensors - mean) / std).astype(np.float32)
+        return (sensors - _f32(self.mean)[condition]) / _f32(self.std)[condition]
 
     def transform_fleet(self, fleet: Fleet) -> np.ndarray:
         """Normalised inputs for every row of a fleet, [rows, n_inputs]."""
         missing = [c for c in self.features if c not in fleet.frame.columns]
         if missing:
             raise ValueError(f"{fleet.source}: missing columns {missing} the model needs")
-        return self.transform(fleet.frame[self.features].to_numpy(dtype=np.float64))
+        return self.transform(fleet.frame[self.features].to_numpy(dtype=np.float32))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +222,10 @@ def _select_sensors(values: np.ndarray, condition: np.ndarray, k: int, names: li
         else:
             keep.append(i)
     return keep, dropped
+
+
+def _f32(values: list) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
 
 
 def _mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,9 +51,11 @@ def test_simulate_then_inspect(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_train_then_evaluate_json_and_report(sim_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    trained = rul("train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run), *TINY)
+    trained = rul("train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run), *TINY,
+                  "--export")
     assert trained.returncode == 0, trained.stderr
     assert "validation engines" in trained.stdout
+    assert "parity on 2048 real windows" in trained.stdout
     scored = rul("evaluate", "--model", str(run), "--data", str(sim_dir), "--subset", "SIM",
                  "--json", "--report", str(tmp_path / "report"))
     assert scored.returncode == 0, scored.stderr
@@ -72,6 +74,16 @@ def test_train_then_evaluate_json_and_report(sim_dir: Path, tmp_path: Path) -> N
     direct = evaluate(load_checkpoint(run), data.test, data.test_rul)
     assert result["rmse"] == pytest.approx(direct["rmse"], rel=1e-6)
     assert (tmp_path / "report" / "report.html").is_file()
+    shipped = rul("evaluate", "--model", str(run / "model.onnx"), "--data", str(sim_dir),
+                  "--subset", "SIM", "--json")
+    assert shipped.returncode == 0, shipped.stderr
+    assert json.loads(shipped.stdout)["rmse"] == pytest.approx(result["rmse"], abs=1e-3)
+
+
+def test_export_refuses_a_missing_run(tmp_path: Path, capsys) -> None:
+    assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out",
+                 str(tmp_path / "m.onnx")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -24,7 +24,9 @@ def test_single_condition_fleet_gets_global_normalisation(sim) -> None:
     for sensor in CONSTANT_SENSORS:
         assert sensor not in pre.sensors and "constant" in pre.dropped[sensor]
     x = pre.transform_fleet(sim.train)
-    np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
+    # float32 arithmetic (as in the ONNX graph): a reading near 9000 carries ~5e-4 of rounding,
+    # a few thousandths of a standard deviation for the quietest sensors.
+    np.testing.assert_allclose(x.mean(0), 0, atol=5e-3)
     np.testing.assert_allclose(x.std(0), 1, atol=1e-3)
 
 
@@ -37,7 +39,7 @@ def test_conditions_are_discovered_and_normalised_per_condition(sim_multi) -> No
     condition = pre.condition_of(frame[pre.settings].to_numpy())
     assert set(np.unique(condition)) == {0, 1, 2}
     for k in range(3):
-        np.testing.assert_allclose(x[condition == k].mean(0), 0, atol=1e-3)
+        np.testing.assert_allclose(x[condition == k].mean(0), 0, atol=5e-3)
         np.testing.assert_allclose(x[condition == k].std(0), 1, atol=1e-2)
 
 
@@ -105,7 +107,7 @@ def test_normalisation_is_invariant_to_affine_sensor_units(scale: float, shift: 
     moved = frame.assign(b=frame["b"] * scale + shift)
     pre_moved = fit_preprocessing(fleet_from_dataframe(moved), DataConfig())
     np.testing.assert_allclose(pre_moved.transform(moved[["a", "b"]].to_numpy()),
-                               pre.transform(frame[["a", "b"]].to_numpy()), atol=1e-4)
+                               pre.transform(frame[["a", "b"]].to_numpy()), atol=1e-3)
 
 
 @pytest.mark.parametrize(("values", "message"), [

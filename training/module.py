@@ -9,7 +9,7 @@ import torch
 import torchmetrics
 from torch.nn import functional as F
 
-from training.config import RunConfig
+from training.config import RunConfig, TrainConfig
 from training.network import RulNetwork
 
 
@@ -72,10 +72,14 @@ class RulModule(pl.LightningModule):
         self.log("val_rmse", self.val_rmse, on_epoch=True, prog_bar=True, batch_size=n)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        t = self.run_config.train
-        optimizer = torch.optim.AdamW(self.parameters(), lr=t.learning_rate,
-                                      weight_decay=t.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                               patience=max(1, t.patience // 3))
+        optimizer, scheduler = build_optimizer(self.parameters(), self.run_config.train)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "val_rmse"}}
+
+
+def build_optimizer(parameters: Any, t: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW, and a schedule that halves the rate when validation RMSE plateaus."""
+    optimizer = torch.optim.AdamW(parameters, lr=t.learning_rate, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
+                                                           patience=max(1, t.patience // 3))
+    return optimizer, scheduler

@@ -23,7 +23,7 @@ from rul.model_card import build_model_card, fleet_fingerprint
 from rul.split import truncate_assets
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor
-from training.config import RunConfig
+from training.config import RunConfig, TrainConfig
 from training.datamodule import RulDataModule
 from training.module import RulModule
 
@@ -39,11 +39,22 @@ def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str
     datamodule = RulDataModule(fleet, config.data, t.batch_size, t.seed)
     module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
                        datamodule.preprocessing.to_dict())
-    checkpoints = out_dir / "checkpoints"
-    last = checkpoints / "last.ckpt"
+    last = out_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
-    trainer = pl.Trainer(
+    trainer = build_trainer(t, out_dir, progress,
+                            [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path or str(last)
+        finish_run(best, datamodule, fleet, config, out_dir, name)
+    return out_dir
+
+
+def build_trainer(t: TrainConfig, out_dir: Path | str, progress: bool,
+                  callbacks: list) -> pl.Trainer:
+    """The project's Trainer: best and last checkpoints on val_rmse, logs, clipping, precision."""
+    return pl.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
@@ -52,21 +63,16 @@ def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str
         precision=t.precision or default_precision(t.accelerator),
         gradient_clip_val=t.gradient_clip or None,
         deterministic=True,
-        logger=loggers(out_dir, t.logger),
+        logger=loggers(Path(out_dir), t.logger),
         callbacks=[
-            ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="val_rmse", mode="min",
-                            save_top_k=1, save_last=True),
-            EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience),
+            ModelCheckpoint(dirpath=Path(out_dir) / "checkpoints", filename="best",
+                            monitor="val_rmse", mode="min", save_top_k=1, save_last=True),
+            *callbacks,
         ],
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=10,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
-    if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path or str(last)
-        finish_run(best, datamodule, fleet, config, out_dir, name)
-    return out_dir
 
 
 def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, config: RunConfig,

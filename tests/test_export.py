@@ -1,0 +1,208 @@
+"""ONNX export and the torch-free Forecaster: parity on real windows, one file, verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from export import onnx as export_onnx
+from export.onnx import ExportError, export_checkpoint, parity_readings
+from rul.errors import DataError
+from rul.evaluation import evaluate
+from rul.forecaster import Forecaster, ModelError, sidecar_path
+from rul.loaders import load_cmapss
+from training.checkpoint import load_checkpoint
+from training.config import default_config, merge
+from training.run import train_run
+
+QUICK = {"model": {"hidden": 16}, "train": {"max_epochs": 1, "batch_size": 512}}
+
+
+def _train_and_export(fleet, subset: str, backbone: str, out: Path) -> tuple[Path, Path]:
+    config = merge(default_config(subset, backbone), QUICK)
+    run = train_run(fleet, config, out / "run", name=subset.lower(), progress=False)
+    predictor = load_checkpoint(run)
+    readings = parity_readings(fleet, predictor.features, predictor.window)
+    export_checkpoint(run, out / "model.onnx", readings)
+    return run, out / "model.onnx"
+
+
+@pytest.fixture(scope="module", params=[("FD001", "cnn"), ("FD001", "lstm"), ("FD002", "cnn")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def real_export(request, cmapss_dir, tmp_path_factory):
+    subset, backbone = request.param
+    data = load_cmapss(cmapss_dir, subset)
+    run, model = _train_and_export(data.train, subset, backbone, tmp_path_factory.mktemp("x"))
+    return data, run, model
+
+
+def test_parity_on_real_windows_for_every_backbone(real_export) -> None:
+    data, run, model = real_export
+    predictor, forecaster = load_checkpoint(run), Forecaster.load(model)
+    readings = parity_readings(data.test, predictor.features, predictor.window, seed=1)
+    torch_out, onnx_out = predictor.predict_windows(readings), forecaster.predict_windows(readings)
+    np.testing.assert_allclose(onnx_out.rul, torch_out.rul, atol=1e-3)
+    np.testing.assert_allclose(onnx_out.rul_quantiles, torch_out.rul_quantiles, atol=1e-3)
+    np.testing.assert_allclose(onnx_out.failure_probability, torch_out.failure_probability,
+                               atol=1e-5)
+
+
+def test_every_batch_size_gives_the_same_answers(real_export) -> None:
+    data, run, model = real_export
+    forecaster = Forecaster.load(model)
+    readings = parity_readings(data.train, forecaster.features, forecaster.window, n=1024)
+    whole = forecaster.predict_windows(readings)
+    for size in (1, 7, 1024):
+        forecaster.batch_size = size
+        part = forecaster.predict_windows(readings[:size])
+        np.testing.assert_allclose(part.rul, whole.rul[:size], atol=1e-4)
+
+
+def test_one_self_contained_file_with_its_card(real_export) -> None:
+    data, run, model = real_export
+    assert not list(model.parent.glob("*.data")), "weights must live inside the .onnx"
+    proto = onnx.load(model)
+    onnx.checker.check_model(proto, full_check=True)
+    card = json.loads({p.key: p.value for p in proto.metadata_props}["rul.model_card"])
+    for key in ("features", "window", "horizon", "rul_cap", "quantiles", "preprocessing"):
+        assert key in card
+    assert proto.opset_import[0].version >= 17
+    sidecar = json.loads(sidecar_path(model).read_text())
+    assert sidecar.pop("sha256") and sidecar == card
+    if "FD002" in str(card["name"]).upper():
+        assert card["preprocessing"]["settings"] == ["setting_1", "setting_2", "setting_3"]
+
+
+def test_exported_model_scores_like_the_checkpoint(cmapss_dir, real_export) -> None:
+    data, run, model = real_export
+    if data.test_rul is None:
+        pytest.skip("no test labels for this subset")
+    from_onnx = evaluate(Forecaster.load(model), data.test, data.test_rul, trajectories=False)
+    from_ckpt = evaluate(load_checkpoint(run), data.test, data.test_rul, trajectories=False)
+    for key in ("rmse", "mae", "score", "f1", "brier", "coverage"):
+        assert from_onnx[key] == pytest.approx(from_ckpt[key], rel=1e-5, abs=1e-3), key
+
+
+CLIENT = r'''
+import json, sys
+import numpy as np, onnxruntime as ort
+model, readings_path = sys.argv[1], sys.argv[2]
+session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+card = json.loads(session.get_modelmeta().custom_metadata_map["rul.model_card"])
+rows = np.loadtxt(readings_path, delimiter=",", skiprows=1, dtype=np.float32)
+header = open(readings_path).readline().strip().split(",")
+rows = rows[:, [header.index(f) for f in card["features"]]]
+window = card["window"]
+if len(rows) < window:  # pad by repeating the first reading, as the card's contract says
+    rows = np.concatenate([np.repeat(rows[:1], window - len(rows), axis=0), rows])
+rul, quantiles, probability = session.run(None, {"readings": rows[None, -window:]})
+assert not any(name.startswith(("rul.", "training", "export")) for name in sys.modules)
+print(json.dumps({"rul": float(rul[0]), "q": quantiles[0].tolist(), "p": float(probability[0])}))
+'''
+
+
+@pytest.mark.parametrize("cycles", [5, 60])
+def test_a_numpy_only_client_reproduces_the_forecaster(real_export, tmp_path: Path,
+                                                       cycles: int) -> None:
+    data, run, model = real_export
+    forecaster = Forecaster.load(model)
+    asset = data.test.frame[data.test.frame["asset_id"] == data.test.asset_ids[0]]
+    history = asset.iloc[:cycles]
+    history.to_csv(tmp_path / "readings.csv", index=False)
+    (tmp_path / "client.py").write_text(CLIENT)
+    done = subprocess.run([sys.executable, "-I", str(tmp_path / "client.py"), str(model),
+                           str(tmp_path / "readings.csv")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    client = json.loads(done.stdout)
+    pred, padded = forecaster.predict_history(history[forecaster.features].to_numpy())
+    assert padded == max(forecaster.window - cycles, 0)
+    assert client["rul"] == pytest.approx(pred.rul[0], abs=1e-4)
+    assert client["p"] == pytest.approx(pred.failure_probability[0], abs=1e-6)
+
+
+# --- refusals, on a small simulated model --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sim_model(sim, tmp_path_factory) -> Path:
+    return _train_and_export(sim.train, "SIM", "cnn", tmp_path_factory.mktemp("m"))[1]
+
+
+def _copy(model: Path, folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    target = folder / model.name
+    target.write_bytes(model.read_bytes())
+    sidecar_path(target).write_text(sidecar_path(model).read_text())
+    return target
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model file not found"):
+        Forecaster.load(tmp_path / "none.onnx")
+
+
+def test_corrupt_file_is_refused(sim_model: Path, tmp_path: Path) -> None:
+    broken = _copy(sim_model, tmp_path)
+    broken.write_bytes(broken.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        Forecaster.load(broken)
+
+
+def test_changed_file_fails_its_hash(sim_model: Path, tmp_path: Path) -> None:
+    changed = _copy(sim_model, tmp_path)
+    proto = onnx.load(changed)
+    proto.doc_string = "tampered"
+    changed.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelError, match="sha256 .* does not match"):
+        Forecaster.load(changed)
+
+
+def test_sidecar_card_must_match(sim_model: Path, tmp_path: Path) -> None:
+    model = _copy(sim_model, tmp_path)
+    sidecar = json.loads(sidecar_path(model).read_text())
+    sidecar["window"] = 99
+    sidecar_path(model).write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match=r"card differs .* \['window'\]"):
+        Forecaster.load(model)
+
+
+def test_file_without_card_is_refused(sim_model: Path, tmp_path: Path) -> None:
+    proto = onnx.load(sim_model)
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(proto.SerializeToString())
+    with pytest.raises(ModelError, match="no model card"):
+        Forecaster.load(bare)
+
+
+def test_wrong_window_shape_is_a_data_error(sim_model: Path) -> None:
+    forecaster = Forecaster.load(sim_model)
+    with pytest.raises(DataError, match="must have shape"):
+        forecaster.predict_windows(np.zeros((2, forecaster.window + 1, len(forecaster.features))))
+
+
+def test_short_histories_are_padded_and_reported(sim, sim_model: Path) -> None:
+    forecaster = Forecaster.load(sim_model)
+    frame = sim.test.frame.groupby("asset_id").head(7)  # 7 cycles per asset
+    from rul.loaders import fleet_from_dataframe
+
+    table = forecaster.forecast_fleet(fleet_from_dataframe(frame))
+    assert (table["cycles_padded"] == forecaster.window - 7).all()
+    assert (table["last_cycle"] == 7).all()
+    assert list(table.columns[-5:]) == ["rul_q10", "rul_q50", "rul_q90", "failure_probability",
+                                        "cycles_padded"]
+
+
+def test_failed_parity_writes_no_file(sim, sim_model: Path, tmp_path: Path, monkeypatch) -> None:
+    run = sim_model.parent / "run"
+    monkeypatch.setattr(export_onnx, "RUL_TOLERANCE", 0.0)
+    readings = parity_readings(sim.train, Forecaster.load(sim_model).features, 30)
+    with pytest.raises(ExportError, match="no model file was written"):
+        export_checkpoint(run, tmp_path / "m.onnx", readings)
+    assert list(tmp_path.iterdir()) == []
