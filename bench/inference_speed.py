@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python bench/inference_speed.py \
         --model runs/checkpoints/cmapss-fd001:checkpoints/cmapss-fd001.onnx [--model RUN:FILE ...]
         [--threads 2] [--batches 1 32 1024] [--latency-calls 2000] [--seconds 2]
-        [--windows 2048] [--variants NAME ...] [--profile auto|always|never] [--ceiling 415]
+        [--windows 2048] [--variants NAME ...] [--profile auto|always|never] [--core-gflops 207.5]
         [--data FLEET_FILE]
 
 Each --model pairs a run directory (its checkpoint is the torch side) with the ONNX file exported
@@ -15,14 +15,22 @@ One row per engine, with torch and onnxruntime both held to --threads intra-op t
                      torch.inference_mode() on a prepared tensor;
   onnxruntime        the session Forecaster.load opens (ORT_ENABLE_ALL, inter-op 1), session.run
                      on a prepared float32 array;
-  then the --variants (all by default; see VARIANTS): graph optimisation levels, an offline-
-  optimised file, thread settings, dynamic int8 quantisation, and two graphs that isolate costs:
-  the network without the preprocessing, and the CNN's Conv1d spelt as a 1xK Conv2d.
+then one row per onnxruntime variant of --variants (all by default):
+  levels             graph optimisation DISABLE_ALL, BASIC, EXTENDED, LAYOUT (ALL is the default);
+  offline            the file saved by SessionOptions.optimized_model_filepath at ALL, opened with
+                     optimisation off (hardware-specific: ALL includes the NCHWc layout);
+  threads            intra-op 1; allow_spinning 0; ORT_PARALLEL with inter-op --threads;
+                     set_denormal_as_zero;
+  int8               quantize_dynamic, QInt8 weights, per-tensor and per-channel;
+  network-only       the network without the preprocessing, on normalised windows, in both
+                     engines (its ratio is to torch's network-only row);
+  conv2d             the CNN's Conv1d stack spelt as 1xK Conv2d (Conv1dStackAs2d).
 Columns: onnxruntime session creation time; p50/p99 of single-window calls after warm-up;
-windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of
-the same graph; GFLOP/s and % of --ceiling at the largest batch; max |Δrul| (cycles) against
-torch eager on --windows windows. `--profile` adds per-op tables of both engines at the largest
-batch (auto: for the models where onnxruntime is slower than torch there).
+windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of the
+same graph; GFLOP/s at the largest batch and its share of the fp32 ceiling, --core-gflops x
+--threads (415 GFLOP/s for 2 cores); max |Δrul| (cycles) against torch eager on --windows windows.
+--profile adds per-op tables of both engines at the largest batch (auto: for the models where
+onnxruntime is slower than torch there).
 
 FLOPs per window are 2 x the multiply-adds of the Conv, Linear and LSTM layers, read from the
 shapes each layer sees on one window:
@@ -52,7 +60,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +80,7 @@ from training.checkpoint import load_checkpoint, resolve_checkpoint
 
 TORCH = "torch eager"
 ORT = "onnxruntime (Forecaster.load)"
+CONV2D = "ort Conv1d stack as 1xK Conv2d"
 CPU = ["CPUExecutionProvider"]
 WARMUP_CALLS = 5
 MIN_CALLS = 5
@@ -109,15 +118,15 @@ class Subject:
     """[n, window, features] float32 raw readings, n >= the largest batch."""
     flops: int
     """Per window (see the module docstring)."""
-    reference: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """torch eager rul on `windows`, filled in by the first row."""
+    reference: np.ndarray
+    """torch eager rul on the first --windows windows: what max |Δrul| compares with."""
 
 
 @dataclass
 class Engine:
     label: str
     open: Callable[[], Runner]
-    """Builds the session or module; its time is the row's load time."""
+    """Opens the session (timed: the row's session ms) or wraps the module."""
     windows: np.ndarray
     against: str = TORCH
     """Label of the row whose windows/s the ratio divides by."""
@@ -128,7 +137,7 @@ class Row:
     model: str
     label: str
     load_ms: float | None
-    """onnxruntime session creation; None for torch (the module is built beforehand)."""
+    """onnxruntime session creation (for Forecaster.load, with its checks); None for torch."""
     p50_us: float
     p99_us: float
     rates: dict[int, float]
@@ -201,6 +210,7 @@ def predict_rul(runner: Runner, windows: np.ndarray, batch: int) -> np.ndarray:
 
 
 def measure(subject: Subject, engine: Engine, settings: Settings) -> Row:
+    """Latency, windows/s at each batch, and max |Δrul| of one engine."""
     print(f"  {subject.name}: {engine.label}", file=sys.stderr, flush=True)
     start = time.perf_counter()
     runner = engine.open()
@@ -210,8 +220,6 @@ def measure(subject: Subject, engine: Engine, settings: Settings) -> Row:
                                                settings.seconds)))
              for b in settings.batches}
     rul = predict_rul(runner, engine.windows[:settings.windows], max(settings.batches))
-    if not len(subject.reference):
-        subject.reference = rul
     drul = float(np.abs(rul - subject.reference).max())
     return Row(subject.name, engine.label, load_ms, float(np.percentile(single, 50)),
                float(np.percentile(single, 99)), rates, drul, engine.against)
@@ -224,8 +232,8 @@ def layer_flops(layer: nn.Module, output: Any) -> int:
     if isinstance(layer, nn.Linear):
         return 2 * layer.in_features * output.numel()
     if isinstance(layer, nn.Conv1d | nn.Conv2d):
-        return 2 * layer.in_channels // layer.groups * math.prod(layer.kernel_size) \
-            * output.numel()
+        per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        return 2 * per_output * output.numel()
     if isinstance(layer, nn.LSTM):
         steps = output[0].shape[1 if layer.batch_first else 0]
         directions = 2 if layer.bidirectional else 1
@@ -257,7 +265,9 @@ def parse_pair(text: str) -> tuple[Path, Path]:
     return Path(run), Path(model)
 
 
-def load_subject(run: Path, model: Path, settings: Settings) -> Subject:
+def load_subject(name: str, run: Path, model: Path, settings: Settings) -> Subject:
+    """The run's checkpoint as ExportModel, checked to be the source of `model`, on windows of
+    --data or of the card's training data."""
     predictor = load_checkpoint(run)
     card = Forecaster.load(model, threads=settings.threads).card  # verifies file and sidecar
     run_card = read_run_card(resolve_checkpoint(run))
@@ -268,8 +278,10 @@ def load_subject(run: Path, model: Path, settings: Settings) -> Subject:
     n = max(settings.windows, *settings.batches)
     windows = batch_of(parity_readings(fleet, predictor.features, predictor.window, n=n), n)
     module = ExportModel(predictor.preprocessing, predictor.network).eval()
-    return Subject(run.name, card.get("backbone", "?"), model, module, predictor.preprocessing,
-                   windows, flops_per_window(module, windows[0]))
+    reference = predict_rul(torch_runner(module), windows[:settings.windows],
+                            max(settings.batches))
+    return Subject(name, card.get("backbone", "?"), model, module, predictor.preprocessing,
+                   windows, flops_per_window(module, windows[0]), reference)
 
 
 def export_module(module: nn.Module, example: np.ndarray, path: Path) -> None:
@@ -284,27 +296,37 @@ def export_module(module: nn.Module, example: np.ndarray, path: Path) -> None:
     program.save(str(path))
 
 
-class Conv1dAs2d(nn.Module):
-    """A Conv1d spelt as a 1xK Conv2d on [B, C, 1, L]: the same numbers, another ONNX op."""
+class Conv1dStackAs2d(nn.Module):
+    """A Sequential of Conv1d and elementwise layers run as 1xK Conv2d on [B, C, 1, L]: the same
+    numbers, but 4-D Conv nodes, which onnxruntime's NCHWc layout transformer takes (it leaves
+    3-D ones alone); one Unsqueeze/Squeeze around the stack lets Conv+Relu fuse between them."""
 
-    def __init__(self, conv: nn.Conv1d) -> None:
+    def __init__(self, stack: nn.Sequential) -> None:
         super().__init__()
-        self.conv = conv
+        self.stack = stack
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.conv
-        return F.conv2d(x.unsqueeze(2), c.weight.unsqueeze(2), c.bias, stride=(1, c.stride[0]),
-                        padding=(0, c.padding[0]), dilation=(1, c.dilation[0]),
-                        groups=c.groups).squeeze(2)
+        x = x.unsqueeze(2)
+        for layer in self.stack:
+            x = conv1d_as_2d(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
+        return x.squeeze(2)
+
+
+def conv1d_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                    padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]),
+                    groups=conv.groups)
 
 
 def with_conv2d(module: nn.Module) -> nn.Module | None:
-    """A copy with every Conv1d as Conv1dAs2d; None when there is none."""
+    """A copy with each Sequential that holds a Conv1d as Conv1dStackAs2d; None when none does
+    (its other layers must be elementwise, as the CNN backbone's ReLUs are)."""
     module = copy.deepcopy(module)
     parents = [(parent, name) for parent in module.modules()
-               for name, child in parent.named_children() if isinstance(child, nn.Conv1d)]
+               for name, child in parent.named_children() if isinstance(child, nn.Sequential)
+               and any(isinstance(layer, nn.Conv1d) for layer in child)]
     for parent, name in parents:
-        setattr(parent, name, Conv1dAs2d(getattr(parent, name)))
+        setattr(parent, name, Conv1dStackAs2d(getattr(parent, name)))
     return module if parents else None
 
 
@@ -373,10 +395,13 @@ def conv2d_engines(subject: Subject, settings: Settings) -> list[Engine]:
     module = with_conv2d(subject.module)
     if module is None:
         return []
-    path = settings.tmp / f"{subject.name}-conv2d.onnx"
+    path = conv2d_path(subject, settings)
     export_module(module, subject.windows[:2], path)
-    return [ort_engine("ort Conv1d as 1xK Conv2d", path, session_options(settings.threads),
-                       subject.windows)]
+    return [ort_engine(CONV2D, path, session_options(settings.threads), subject.windows)]
+
+
+def conv2d_path(subject: Subject, settings: Settings) -> Path:
+    return settings.tmp / f"{subject.name}-conv2d.onnx"
 
 
 VARIANTS: dict[str, Callable[[Subject, Settings], list[Engine]]] = {
@@ -391,13 +416,14 @@ VARIANTS: dict[str, Callable[[Subject, Settings], list[Engine]]] = {
 
 # --- profiles ------------------------------------------------------------------------------
 
-def ort_profile(subject: Subject, settings: Settings, calls: int) -> list[tuple[str, int, float]]:
-    """(op type, nodes, µs per call) of the Forecaster.load session at the largest batch; each
-    node's time is its median over the calls."""
+def ort_profile(path: Path, subject: Subject, settings: Settings, calls: int
+                ) -> list[tuple[str, int, float]]:
+    """(op type, nodes, µs per call) of a file opened as Forecaster.load opens it, at the
+    largest batch; each node's time is its median over the calls."""
     options = session_options(settings.threads)
     options.enable_profiling = True
-    options.profile_file_prefix = str(settings.tmp / f"{subject.name}-profile")
-    session = ort.InferenceSession(str(subject.onnx_path), options, providers=CPU)
+    options.profile_file_prefix = str(settings.tmp / f"{path.stem}-profile")
+    session = ort.InferenceSession(str(path), options, providers=CPU)
     call = ort_runner(session)(batch_of(subject.windows, max(settings.batches)))
     for _ in range(calls):
         call()
@@ -416,7 +442,8 @@ def torch_profile(subject: Subject, settings: Settings, calls: int
                   ) -> list[tuple[str, int, float]]:
     """(aten op, calls per forward, self µs per call) of torch eager at the largest batch."""
     call = torch_runner(subject.module)(batch_of(subject.windows, max(settings.batches)))
-    call_times(call, 1)
+    for _ in range(WARMUP_CALLS):
+        call()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         for _ in range(calls):
             call()
@@ -462,17 +489,28 @@ def results_table(rows: list[Row], subjects: dict[str, Subject], settings: Setti
 
 def environment(settings: Settings) -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
-            f"{load}; threads {settings.threads}; torch {torch.__version__}, onnxruntime "
-            f"{ort.__version__}; python {platform.python_version()}")
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs, load average {load}; threads "
+            f"{settings.threads}, fp32 ceiling {settings.ceiling:g} GFLOP/s; torch "
+            f"{torch.__version__}, onnxruntime {ort.__version__}, python "
+            f"{platform.python_version()}")
+
+
+def cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 # --- main ----------------------------------------------------------------------------------
 
-def run_model(run: Path, model: Path, settings: Settings, variants: list[str]
+def run_model(name: str, run: Path, model: Path, settings: Settings, variants: list[str]
               ) -> tuple[Subject, list[Row], list[str]]:
-    print(f"{run} : {model}", file=sys.stderr, flush=True)
-    subject = load_subject(run, model, settings)
+    """All rows of one model, and its profile tables."""
+    print(f"{name}: {run} : {model}", file=sys.stderr, flush=True)
+    subject = load_subject(name, run, model, settings)
     engines = [Engine(TORCH, lambda: torch_runner(subject.module), subject.windows),
                Engine(ORT, lambda: ort_runner(Forecaster.load(model,
                                                               threads=settings.threads).session),
@@ -484,6 +522,8 @@ def run_model(run: Path, model: Path, settings: Settings, variants: list[str]
 
 
 def profiles(subject: Subject, rows: list[Row], settings: Settings) -> list[str]:
+    """Per-op tables at the largest batch: the Forecaster.load graph, the Conv2d spelling
+    when it was built, and torch eager."""
     largest = max(settings.batches)
     rates = {r.label: r.rates[largest] for r in rows}
     slower = rates[ORT] < rates[TORCH]
@@ -491,10 +531,18 @@ def profiles(subject: Subject, rows: list[Row], settings: Settings) -> list[str]
         return []
     calls = max(MIN_CALLS, min(50, 20_000 // largest))
     where = f"{subject.name} ({subject.backbone}), batch {largest}, {calls} calls"
-    return [profile_table(f"### onnxruntime profile: {where}", "nodes",
-                          ort_profile(subject, settings, calls)),
-            profile_table(f"### torch eager profile: {where}", "per forward",
-                          torch_profile(subject, settings, calls))]
+    files = {ORT: subject.onnx_path, CONV2D: conv2d_path(subject, settings)}
+    tables = [profile_table(f"### {label} profile: {where}", "nodes",
+                            ort_profile(path, subject, settings, calls))
+              for label, path in files.items() if path.is_file()]
+    return [*tables, profile_table(f"### {TORCH} profile: {where}", "per forward",
+                                   torch_profile(subject, settings, calls))]
+
+
+def model_names(pairs: list[tuple[Path, Path]]) -> list[str]:
+    """Each model's run directory name, numbered where two are the same."""
+    names = [run.name for run, _ in pairs]
+    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -513,12 +561,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                    help="onnxruntime variants to add (none: give the flag alone)")
     p.add_argument("--profile", choices=["auto", "always", "never"], default="auto",
                    help="per-op profiles at the largest batch (auto: where ort < torch)")
-    p.add_argument("--ceiling", type=float, default=415.0,
-                   help="fp32 GFLOP/s ceiling of the --threads cores")
+    p.add_argument("--core-gflops", type=float, default=207.5,
+                   help="fp32 GFLOP/s ceiling of one core; the %% column divides by it x "
+                   "--threads (default: 2 AVX-512 FMA units x 16 lanes x 2 x ~3.25 GHz)")
     p.add_argument("--data", type=Path, help="fleet file for the windows (default: the "
                    "training data named in each model card)")
     args = p.parse_args(argv)
-    return args, list(sys.argv if argv is None else ["bench/inference_speed.py", *argv])
+    return args, [sys.executable, *(sys.argv if argv is None else [__file__, *argv])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,10 +577,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(args.threads, args.batches, args.latency_calls, args.seconds,
-                            args.windows, args.ceiling, args.profile, args.data, Path(tmp))
+                            args.windows, args.core_gflops * args.threads, args.profile,
+                            args.data, Path(tmp))
         header = f"`{shlex.join(command)}`\n\n{environment(settings)}\n"
         try:
-            results = [run_model(run, model, settings, args.variants) for run, model in args.model]
+            results = [run_model(name, run, model, settings, args.variants)
+                       for name, (run, model) in zip(model_names(args.model), args.model,
+                                                     strict=True)]
         except RulError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

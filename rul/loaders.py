@@ -212,7 +212,7 @@ def _cmapss_fleet(raw: pd.DataFrame, locator: Locator) -> Fleet:
 
 def _check_unit_numbers(ids: np.ndarray, locator: Locator) -> None:
     # C-MAPSS numbers its units 1..N; a gap means an asset lost all its rows.
-    if ids.dtype == object:
+    if not pd.api.types.is_integer_dtype(ids.dtype):  # text ids (object, or pandas 3's str)
         bad = next(i for i in ids if not str(i).lstrip("-").isdigit())
         raise locator.error(f"unit number must be an integer, got {bad!r}", column=ASSET_ID)
     missing = np.setdiff1d(np.arange(1, int(ids.max()) + 1), ids)

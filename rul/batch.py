@@ -1,0 +1,391 @@
+"""Batch forecasts over a whole fleet file, read in chunks with bounded memory.
+
+`forecast_file` streams a fleet file (CSV, Parquet, C-MAPSS text) in chunks. Each chunk goes
+through the data layer's own boundary check (`rul.fleet.validate_fleet`, through the same
+helpers `rul.loaders.read_fleet` uses, with line/row numbers counted over the whole file), and
+only the last `window` readings of each asset are kept, in one ring buffer per asset: memory
+grows with the number of assets, never with the number of rows. At the end, every asset's last
+window goes through the model in large batches, in asset order and in the same batches as
+`Forecaster.forecast_fleet`, so the numbers are exactly those of loading the whole file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rul.errors import ConfigError, DataError
+from rul.fleet import Fleet, Locator
+from rul.forecaster import Forecaster, quantile_column
+from rul.loaders import (
+    FleetColumns,
+    _check_unit_numbers,
+    _cmapss_fleet,
+    _columns_to_fleet,
+    _parser_error,
+)
+from rul.schema import ASSET_ID, CYCLE
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "forecast_file",
+    "forecast_file_rows",
+    "quantile_columns",
+    "quantile_level",
+]
+
+DEFAULT_CHUNK_ROWS = 200_000
+_QUANTILE = re.compile(r"rul_q(\d+(?:\.\d+)?)")
+
+
+# --------------------------------------------------------------------------- streaming forecast
+
+
+def forecast_file(model: Forecaster, path: Path | str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                  columns: FleetColumns | None = None, progress: bool = False) -> pd.DataFrame:
+    """Forecast every asset of a fleet file at its last cycle, reading it in chunks.
+
+    Same input files and same answer as `model.forecast_fleet(read_fleet(path, columns))`: one
+    row per asset, sorted by asset_id, with asset_id, last_cycle, rul, rul_q<level>...,
+    failure_probability, cycles_padded. Every chunk is validated like a whole file; in addition,
+    an asset whose cycles do not keep increasing from one chunk to the next is a DataError
+    naming the file, line (or row), asset and column. `progress` writes one status line per
+    chunk to stderr when stderr is a terminal.
+    """
+    return forecast_file_rows(model, path, chunk_rows=chunk_rows, columns=columns,
+                              progress=progress)[0]
+
+
+def forecast_file_rows(model: Forecaster, path: Path | str, *,
+                       chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: FleetColumns | None = None,
+                       progress: bool = False) -> tuple[pd.DataFrame, int]:
+    """`forecast_file`, and the number of rows it read."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    show = _Progress(progress)
+    buffers = _LastWindows(model.window, len(model.features))
+    rows, cmapss = 0, None
+    for chunk in _fleet_chunks(Path(path), chunk_rows, columns or FleetColumns()):
+        fleet = chunk.fleet
+        if rows == 0:
+            missing = [c for c in model.features if c not in fleet.frame.columns]
+            if missing:
+                raise DataError(f"missing columns {missing} that the model needs",
+                                file=fleet.source)
+        buffers.add(chunk, fleet.frame[model.features].to_numpy(dtype=np.float32))
+        rows += len(fleet.frame)
+        show.update(rows, buffers.n_assets, chunk.done)
+        if chunk.cmapss:  # C-MAPSS numbers its units 1..N: checked once all are known
+            cmapss = Locator(chunk.locator.source, "line", 1)
+    if cmapss is not None:
+        _check_unit_numbers(buffers.id_array(), cmapss)
+    show.update(rows, buffers.n_assets, 1.0, end=f", predicting {buffers.n_assets:,} windows")
+    result = buffers.forecast(model)
+    show.finish(rows, len(result))
+    return result, rows
+
+
+class _LastWindows:
+    """Per asset: its last `window` readings (a ring), how many it has, its last cycle."""
+
+    def __init__(self, window: int, n_features: int, capacity: int = 1024) -> None:
+        self.window = window
+        self.slots: dict[Any, int] = {}  # asset_id -> index into the arrays below
+        self.ids: list[Any] = []
+        self.text_ids: bool | None = None  # asset ids are strings (decided by the first chunk)
+        self.ring = np.empty((capacity, window, n_features), dtype=np.float32)
+        self.seen = np.zeros(capacity, dtype=np.int64)
+        self.last_cycle = np.zeros(capacity, dtype=np.int64)
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.ids)
+
+    def id_array(self) -> np.ndarray:
+        return np.array(self.ids, dtype=object if self.text_ids else np.int64)
+
+    def add(self, chunk: _Chunk, values: np.ndarray) -> None:
+        """One validated chunk (grouped by asset, cycles increasing within it); `values` are
+        its model inputs, row for row."""
+        fleet = chunk.fleet
+        ids = fleet.frame[ASSET_ID].to_numpy()
+        cycles = fleet.frame[CYCLE].to_numpy()
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        lengths = np.diff(np.r_[starts, len(ids)])
+        keys = self._keys(ids[starts])
+        slots, new = self._slots(keys)
+        # Across chunks, each asset's cycles must keep increasing, as within one.
+        old = ~new
+        bad = old & (cycles[starts] <= self.last_cycle[slots])
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise _cross_chunk_error(chunk, keys[k], int(cycles[starts[k]]),
+                                     int(self.last_cycle[slots[k]]))
+        # Only each asset's last `window` rows of the chunk can still be part of its window.
+        group = np.repeat(np.arange(len(starts)), lengths)
+        within = np.arange(len(ids)) - starts[group]
+        keep = np.flatnonzero(within >= lengths[group] - self.window)
+        slot_of = slots[group[keep]]
+        position = (self.seen[slot_of] + within[keep]) % self.window
+        self.ring[slot_of, position] = values[keep]
+        self.seen[slots] += lengths
+        self.last_cycle[slots] = cycles[starts + lengths - 1]
+
+    def _keys(self, ids: np.ndarray) -> list[Any]:
+        # A CSV chunk of numeric ids reads as integers, one with any text as strings; as for a
+        # whole file, once any id is text every id is (7 and "7" are one asset).
+        text = ids.dtype == object
+        if self.text_ids is None:
+            self.text_ids = text
+        elif text and not self.text_ids:
+            self.ids = [str(a) for a in self.ids]
+            self.slots = {str(a): slot for a, slot in self.slots.items()}
+            self.text_ids = True
+        if self.text_ids and not text:
+            return [str(a) for a in ids.tolist()]
+        return ids.tolist()
+
+    def _slots(self, keys: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        slots = np.fromiter((self.slots.get(k, -1) for k in keys), np.int64, len(keys))
+        new = slots < 0
+        if new.any():
+            first = len(self.ids)
+            added = [k for k, is_new in zip(keys, new, strict=True) if is_new]
+            slots[new] = np.arange(first, first + len(added))
+            self.slots.update(zip(added, range(first, first + len(added)), strict=True))
+            self.ids.extend(added)
+            self._reserve(len(self.ids))
+        return slots, new
+
+    def _reserve(self, n: int) -> None:
+        capacity = len(self.seen)
+        if n <= capacity:
+            return
+        capacity = max(n, 2 * capacity)
+        ring = np.empty((capacity, *self.ring.shape[1:]), dtype=np.float32)
+        ring[: len(self.ring)] = self.ring
+        self.ring = ring
+        self.seen = np.resize(self.seen, capacity)
+        self.last_cycle = np.resize(self.last_cycle, capacity)
+
+    def windows(self, slots: np.ndarray) -> np.ndarray:
+        """[len(slots), window, features], oldest first; a short history repeats its first
+        reading in front, as `rul.windowing.make_windows` pads."""
+        history = self.seen[slots, None] - self.window + np.arange(self.window)
+        return self.ring[slots[:, None], np.maximum(history, 0) % self.window]
+
+    def forecast(self, model: Forecaster) -> pd.DataFrame:
+        """Predict every asset's last window, in asset order and in the model's batches."""
+        ids = self.id_array()
+        order = np.argsort(ids, kind="stable")
+        # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
+        size = model.batch_size
+        parts = [model.predict_windows(self.windows(order[i:i + size]))
+                 for i in range(0, len(order), size)]
+        result = pd.DataFrame({ASSET_ID: ids[order], "last_cycle": self.last_cycle[order]})
+        result["rul"] = np.concatenate([p.rul for p in parts])
+        quantiles = np.concatenate([p.rul_quantiles for p in parts])
+        for i, level in enumerate(model.quantiles):
+            result[quantile_column(level)] = quantiles[:, i]
+        result["failure_probability"] = np.concatenate([p.failure_probability for p in parts])
+        result["cycles_padded"] = np.maximum(self.window - self.seen[order], 0)
+        return result
+
+
+def _cross_chunk_error(chunk: _Chunk, asset: Any, cycle: int, previous: int) -> DataError:
+    kind = "duplicate cycle" if cycle == previous else "decreasing cycle"
+    return chunk.locator.error(
+        f"{kind} {cycle} after cycle {previous} on an earlier {chunk.locator.kind}",
+        chunk.position(asset, cycle), asset=asset, column=CYCLE)
+
+
+# --------------------------------------------------------------------------- reading in chunks
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One validated chunk of a fleet file, and where it sits in the file."""
+
+    fleet: Fleet
+    raw: pd.DataFrame
+    """The rows as read (file column names), to find a row's place in file order."""
+    locator: Locator
+    """Locates a 0-based position of this chunk in the whole file."""
+    id_column: str
+    cycle_column: str
+    done: float
+    """Share of the file read so far (bytes or rows), for progress."""
+    cmapss: bool
+
+    def position(self, asset: Any, cycle: int) -> int:
+        """0-based position in the chunk of `asset`'s row at `cycle` (the fleet is reordered)."""
+        ids = self.raw[self.id_column]
+        same = ids.astype(str).to_numpy() == str(asset)
+        if not same.any():  # numeric ids spelt another way (7.0 for 7)
+            number = pd.to_numeric(str(asset), errors="coerce")
+            same = pd.to_numeric(ids, errors="coerce").to_numpy() == number
+        cycles = pd.to_numeric(self.raw[self.cycle_column], errors="coerce").to_numpy()
+        return int(np.argmax(same & (cycles == cycle)))
+
+
+def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns) -> Iterator[_Chunk]:
+    """Validated chunks of a fleet file, by the same rules and messages as `read_fleet`."""
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    name = path.name.lower()
+    cmapss = name.endswith((".txt", ".txt.gz"))
+    if cmapss or name.endswith((".csv", ".csv.gz")):
+        kind, first = "line", 1 if cmapss else 2  # a CSV's line 1 is its header
+        frames = _text_frames(path, chunk_rows, Locator(str(path), kind, first), cmapss)
+    elif name.endswith((".parquet", ".pq")):
+        kind, first = "row", 1
+        frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first))
+    else:
+        raise DataError("unknown file type; expected .csv, .csv.gz, .parquet, .pq, .txt or "
+                        ".txt.gz", file=str(path))
+    names = (ASSET_ID, CYCLE) if cmapss else (columns.asset_id, columns.cycle)
+
+    def validated(raw: pd.DataFrame, locator: Locator) -> Fleet:
+        return _cmapss_fleet(raw, locator) if cmapss else _columns_to_fleet(raw, columns, locator)
+
+    start, empty = 0, pd.DataFrame()
+    for raw, done in frames:
+        if len(raw) == 0:
+            empty = raw
+            continue
+        locator = Locator(str(path), kind, first + start)
+        yield _Chunk(validated(raw, locator), raw, locator, *names, done, cmapss)
+        start += len(raw)
+    if start == 0:  # no rows at all: the data layer's own message (missing columns, no rows)
+        validated(empty, Locator(str(path), kind, first))
+        raise Locator(str(path), kind, first).error("no rows")
+
+
+@contextmanager
+def reading_errors(locator: Locator) -> Iterator[None]:
+    """What pandas' CSV parser raises, as the data layer's DataError (as `read_fleet` says)."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise locator.error("file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as exc:
+        raise _parser_error(exc, locator) from None
+
+
+def _text_frames(path: Path, chunk_rows: int, locator: Locator,
+                 cmapss: bool) -> Iterator[tuple[pd.DataFrame, float]]:
+    """CSV (header) or C-MAPSS text (whitespace, no header) in chunks, gzip when .gz."""
+    options: dict[str, Any] = {"sep": r"\s+", "header": None} if cmapss else {}
+    size = max(path.stat().st_size, 1)
+    with open(path, "rb") as handle:
+        # Decompressed here, so the progress is the share of the file's own bytes read.
+        stream = gzip.GzipFile(fileobj=handle) if path.name.lower().endswith(".gz") else handle
+        with reading_errors(locator):
+            reader = pd.read_csv(stream, chunksize=chunk_rows, compression=None, **options)
+        with reader:
+            while True:
+                with reading_errors(locator):
+                    raw = next(reader, None)
+                if raw is None:
+                    return
+                yield raw, min(handle.tell() / size, 1.0)
+
+
+def _parquet_frames(path: Path, chunk_rows: int,
+                    locator: Locator) -> Iterator[tuple[pd.DataFrame, float]]:
+    """A Parquet file in record batches (the whole schema's columns, as `pd.read_parquet`).
+
+    pyarrow decodes a row group at a time, so memory here is bounded by the file's row-group
+    size as well as by `chunk_rows` (pyarrow writes up to 1Mi rows per group by default).
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("reading Parquet needs pyarrow: pip install 'rul[parquet]'",
+                        file=str(path)) from None
+    with _parquet_errors(locator):
+        # Streamed reads: without them pyarrow buffers a whole row group's compressed bytes
+        # besides its decoded columns (about three times the memory).
+        file = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+    try:
+        total, read = max(file.metadata.num_rows, 1), 0
+        batches = file.iter_batches(batch_size=chunk_rows)
+        while True:
+            with _parquet_errors(locator):
+                batch = next(batches, None)
+                raw = None if batch is None else batch.to_pandas()
+            if raw is None:
+                break
+            read += len(raw)
+            yield raw, read / total
+        if read == 0:
+            yield file.schema_arrow.empty_table().to_pandas(), 1.0
+    finally:
+        file.close()
+
+
+@contextmanager
+def _parquet_errors(locator: Locator) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # pyarrow raises its own types for a damaged file
+        raise locator.error(f"not a readable Parquet file ({exc})") from None
+
+
+class _Progress:
+    """One status line on stderr, rewritten per chunk; silent unless stderr is a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def update(self, rows: int, assets: int, done: float, end: str = "") -> None:
+        if not self.enabled:
+            return
+        bar = "#" * round(20 * done)
+        seconds = time.perf_counter() - self.started
+        sys.stderr.write(f"\rforecast [{bar:.<20}] {done:4.0%}  {rows:,} rows, {assets:,} "
+                         f"assets, {seconds:.0f} s{end}")
+        sys.stderr.flush()
+
+    def finish(self, rows: int, assets: int) -> None:
+        self.update(rows, assets, 1.0, end=", done" + " " * 24 + "\n")
+
+
+# --------------------------------------------------------------------------- forecast tables
+
+
+def quantile_level(column: str) -> float | None:
+    """The level of a quantile column (rul_q10 -> 0.1; the inverse of `quantile_column`), or
+    None for any other column."""
+    match = _QUANTILE.fullmatch(str(column))
+    return float(match[1]) / 100 if match else None
+
+
+def quantile_columns(table: pd.DataFrame) -> list[str]:
+    """The rul_q<level> columns of a forecast table, lowest level first."""
+    found = [(level, c) for c in table.columns if (level := quantile_level(c)) is not None]
+    return [c for _, c in sorted(found)]
+
+
+def require_quantiles(table: pd.DataFrame, what: str) -> list[str]:
+    columns = quantile_columns(table)
+    if not columns:
+        raise DataError(f"{what} has no rul_q<level> quantile column; it has {list(table.columns)}")
+    return columns
+
+
+def require_columns(table: pd.DataFrame, what: str, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{what} lacks columns {missing}; it has {list(table.columns)}")
