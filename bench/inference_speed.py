@@ -2,20 +2,23 @@
 
     PYTHONPATH=. .venv/bin/python bench/inference_speed.py \
         --model runs/checkpoints/cmapss-fd001:checkpoints/cmapss-fd001.onnx [--model RUN:FILE ...]
-        [--threads 2] [--batches 1 32 1024] [--latency-calls 2000] [--seconds 2]
-        [--windows 2048] [--variants NAME ...] [--profile auto|always|never] [--core-gflops 207.5]
-        [--data FLEET_FILE]
+        [--threads 2] [--batches 1 32 1024] [--latency-calls 2000] [--seconds 1] [--rounds 3]
+        [--windows 2048] [--variants NAME ...] [--profile auto|always|never]
+        [--core-gflops 207.5] [--data FLEET_FILE]
+
+A short run: --latency-calls 300 --seconds 0.3 --rounds 2 --windows 1024 (a few minutes for two
+models with every variant).
 
 Each --model pairs a run directory (its checkpoint is the torch side) with the ONNX file exported
 from it; a pair whose cards differ in `created`, features or window is refused. Inputs are real
 raw windows (export.onnx.parity_readings) of --data, or else of the training data the card names.
 
-One row per engine, with torch and onnxruntime both held to --threads intra-op threads:
+One row per engine, torch and onnxruntime both held to --threads intra-op threads:
   torch eager        export.graph.ExportModel (exactly what the ONNX graph computes) called under
                      torch.inference_mode() on a prepared tensor;
   onnxruntime        the session Forecaster.load opens (ORT_ENABLE_ALL, inter-op 1), session.run
                      on a prepared float32 array;
-then one row per onnxruntime variant of --variants (all by default):
+then the rows of each of --variants (all by default):
   levels             graph optimisation DISABLE_ALL, BASIC, EXTENDED, LAYOUT (ALL is the default);
   offline            the file saved by SessionOptions.optimized_model_filepath at ALL, opened with
                      optimisation off (hardware-specific: ALL includes the NCHWc layout);
@@ -23,14 +26,16 @@ then one row per onnxruntime variant of --variants (all by default):
                      set_denormal_as_zero;
   int8               quantize_dynamic, QInt8 weights, per-tensor and per-channel;
   network-only       the network without the preprocessing, on normalised windows, in both
-                     engines (its ratio is to torch's network-only row);
+                     engines (the onnxruntime row's ratio is to torch's network-only row);
   conv2d             the CNN's Conv1d stack spelt as 1xK Conv2d (Conv1dStackAs2d).
+
 Columns: onnxruntime session creation time; p50/p99 of single-window calls after warm-up;
-windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of the
-same graph; GFLOP/s at the largest batch and its share of the fp32 ceiling, --core-gflops x
---threads (415 GFLOP/s for 2 cores); max |Δrul| (cycles) against torch eager on --windows windows.
---profile adds per-op tables of both engines at the largest batch (auto: for the models where
-onnxruntime is slower than torch there).
+windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of
+the same graph; GFLOP/s at the largest batch and its share of the fp32 ceiling, --core-gflops x
+--threads (415 GFLOP/s for 2 cores); max |Δrul| (cycles) against torch eager on --windows
+windows. Every timing is the best of --rounds rounds in which the engines take turns, so that a
+burst of other load spoils a round rather than a row. --profile adds per-op tables of both
+engines at the largest batch (auto: for the models where onnxruntime is slower than torch there).
 
 FLOPs per window are 2 x the multiply-adds of the Conv, Linear and LSTM layers, read from the
 shapes each layer sees on one window:
@@ -98,6 +103,7 @@ class Settings:
     batches: list[int]
     latency_calls: int
     seconds: float
+    rounds: int
     windows: int
     ceiling: float
     profile: str
@@ -141,6 +147,7 @@ class Row:
     p50_us: float
     p99_us: float
     rates: dict[int, float]
+    """Windows/s per batch size."""
     max_drul: float
     against: str
 
@@ -209,20 +216,25 @@ def predict_rul(runner: Runner, windows: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float64)
 
 
-def measure(subject: Subject, engine: Engine, settings: Settings) -> Row:
-    """Latency, windows/s at each batch, and max |Δrul| of one engine."""
-    print(f"  {subject.name}: {engine.label}", file=sys.stderr, flush=True)
+def open_row(subject: Subject, engine: Engine, settings: Settings) -> tuple[Row, Runner]:
+    """Open the engine: its row with session time and max |Δrul|, timings not yet taken."""
     start = time.perf_counter()
     runner = engine.open()
     load_ms = None if engine.label.startswith(TORCH) else (time.perf_counter() - start) * 1e3
-    single = call_times(runner(engine.windows[:1]), settings.latency_calls) * 1e6
-    rates = {b: b / float(np.median(call_times(runner(batch_of(engine.windows, b)), MIN_CALLS,
-                                               settings.seconds)))
-             for b in settings.batches}
     rul = predict_rul(runner, engine.windows[:settings.windows], max(settings.batches))
     drul = float(np.abs(rul - subject.reference).max())
-    return Row(subject.name, engine.label, load_ms, float(np.percentile(single, 50)),
-               float(np.percentile(single, 99)), rates, drul, engine.against)
+    return Row(subject.name, engine.label, load_ms, math.inf, math.inf,
+               dict.fromkeys(settings.batches, 0.0), drul, engine.against), runner
+
+
+def time_round(row: Row, runner: Runner, windows: np.ndarray, settings: Settings) -> None:
+    """One round of latency and throughput; the row keeps each figure's best round."""
+    single = call_times(runner(windows[:1]), settings.latency_calls) * 1e6
+    row.p50_us = min(row.p50_us, float(np.percentile(single, 50)))
+    row.p99_us = min(row.p99_us, float(np.percentile(single, 99)))
+    for b in settings.batches:
+        seconds = call_times(runner(batch_of(windows, b)), MIN_CALLS, settings.seconds)
+        row.rates[b] = max(row.rates[b], b / float(np.median(seconds)))
 
 
 # --- FLOPs ---------------------------------------------------------------------------------
@@ -517,7 +529,12 @@ def run_model(name: str, run: Path, model: Path, settings: Settings, variants: l
                       subject.windows)]
     for name in variants:
         engines += VARIANTS[name](subject, settings)
-    rows = [measure(subject, engine, settings) for engine in engines]
+    opened = [open_row(subject, engine, settings) for engine in engines]
+    for i in range(settings.rounds):
+        print(f"  {name}: round {i + 1} of {settings.rounds}", file=sys.stderr, flush=True)
+        for engine, (row, runner) in zip(engines, opened, strict=True):
+            time_round(row, runner, engine.windows, settings)
+    rows = [row for row, _ in opened]
     return subject, rows, profiles(subject, rows, settings)
 
 
@@ -554,8 +571,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 1024])
     p.add_argument("--latency-calls", type=int, default=2000,
                    help="single-window calls timed for p50/p99 (after warm-up)")
-    p.add_argument("--seconds", type=float, default=2.0,
-                   help="time spent at each batch size per row (at least 5 calls)")
+    p.add_argument("--seconds", type=float, default=1.0,
+                   help="time at each batch size per row and round (at least 5 calls)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds in which the engines take turns; each figure is its best round")
     p.add_argument("--windows", type=int, default=2048, help="windows for max |Δrul|")
     p.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
                    help="onnxruntime variants to add (none: give the flag alone)")
@@ -577,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(args.threads, args.batches, args.latency_calls, args.seconds,
-                            args.windows, args.core_gflops * args.threads, args.profile,
-                            args.data, Path(tmp))
+                            args.rounds, args.windows, args.core_gflops * args.threads,
+                            args.profile, args.data, Path(tmp))
         header = f"`{shlex.join(command)}`\n\n{environment(settings)}\n"
         try:
             results = [run_model(name, run, model, settings, args.variants)

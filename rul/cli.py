@@ -89,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=cmd_evaluate)
 
+    p = commands.add_parser("forecast", help="forecast a fleet file into a ranked maintenance "
+                            "schedule")
+    p.add_argument("--input", required=True, type=Path,
+                   help="fleet: .csv[.gz], .parquet/.pq or C-MAPSS .txt[.gz]")
+    p.add_argument("--out", required=True, type=Path, help="schedule: .csv, .parquet or .json")
+    p.add_argument("--model", type=Path, help="MODEL.onnx (default: $RUL_MODEL, else the "
+                   "shipped FD001 model)")
+    p.add_argument("--lead-time", type=int, default=10,
+                   help="cycles to plan ahead of the pessimistic (lowest-quantile) RUL")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="failure probability at which an asset counts as at risk")
+    p.add_argument("--report", type=Path, help="write a readable HTML report here")
+    p.add_argument("--evaluate", type=Path, metavar="LABELS",
+                   help="true RUL (C-MAPSS RUL file or CSV asset_id,rul): report the "
+                   "schedule's cost per lead time")
+    p.add_argument("--chunk-rows", type=int, default=200_000)
+    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_forecast)
+
     p = commands.add_parser("demo", help="simulate a fleet, train, evaluate (the main job on "
                             "the embedded default)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -255,6 +276,33 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     return result
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from rul.io import dumps
+    from rul.schedule import run_forecast
+
+    summary = run_forecast(args.input, args.out, model_path=args.model, lead_time=args.lead_time,
+                           report_path=args.report, labels_path=args.evaluate,
+                           threshold=args.threshold, progress=not args.no_progress,
+                           chunk_rows=args.chunk_rows, threads=args.threads)
+    if args.json:
+        print(dumps(summary))
+    else:
+        print_forecast(summary)
+    return 0
+
+
+def print_forecast(summary: dict[str, Any]) -> None:
+    print(f"forecast {summary['assets']} assets ({summary['rows']} rows) with {summary['model']} "
+          f"in {summary['seconds']:.2f} s; {summary['assets_at_risk']} at risk of failing within "
+          f"the horizon -> {summary['out']}")
+    if summary.get("report"):
+        print(f"  report: {summary['report']}")
+    for row in summary.get("cost_by_lead_time", []):
+        print(f"  lead time {row['lead_time']:>3}: {row['unexpected_failures']} unexpected "
+              f"failures, {row['mean_unexploited_lifetime']:.1f} cycles of life unused per "
+              f"maintained asset")
+
+
 def load_predictor(model: Path):
     """An .onnx file runs through the torch-free Forecaster; anything else is a checkpoint."""
     if model.suffix == ".onnx":
@@ -268,29 +316,36 @@ def load_predictor(model: Path):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from rul.loaders import load_cmapss
+    from rul.schedule import run_forecast
     from rul.simulate import SimulationConfig, simulate_fleet, write_cmapss
     from training.config import default_config, merge
     from training.run import train_run
 
     out: Path = args.out
+    data, run = out / "data", out / "run"
     started = time.perf_counter()
-    print(f"[1/3] simulating a 100-asset fleet into {out / 'data'}")
-    write_cmapss(simulate_fleet(SimulationConfig(assets=100, seed=args.seed)), out / "data",
-                 "SIM")
-    print(f"[2/3] training a 1D-CNN into {out / 'run'} (up to {args.max_epochs} epochs)")
+    print(f"[1/4] simulating a 100-asset fleet into {data}")
+    write_cmapss(simulate_fleet(SimulationConfig(assets=100, seed=args.seed)), data, "SIM")
+    print(f"[2/4] training a 1D-CNN into {run} (up to {args.max_epochs} epochs)")
     config = merge(default_config("SIM", "cnn"), {"train": {"max_epochs": args.max_epochs,
                                                              "seed": args.seed}})
-    train_run(load_cmapss(out / "data", "SIM").train, config, out / "run", name="sim",
-              progress=sys.stderr.isatty())
-    print(f"[3/3] evaluating on the simulated test assets; report in {out / 'report'}")
-    result = evaluate_model(out / "run", out / "data", "SIM", None, out / "report")
-    print_metrics(result)
-    baseline = _mean_baseline_rmse(out)
-    print(f"  predicting the training mean instead: RMSE {baseline:.2f}")
+    fleet = load_cmapss(data, "SIM").train
+    train_run(fleet, config, run, name="sim", progress=sys.stderr.isatty())
+    print(f"[3/4] evaluating on the simulated test assets; report in {out / 'report'}")
+    print_metrics(evaluate_model(run, data, "SIM", None, out / "report"))
+    print(f"  predicting the training mean instead: RMSE {_mean_baseline_rmse(out):.2f}")
+    print(f"[4/4] exporting to {run / 'model.onnx'} and forecasting the test fleet's "
+          f"maintenance schedule")
+    export_run(run, run / "model.onnx", fleet)
+    print_forecast(run_forecast(data / "test_SIM.txt", out / "schedule.csv",
+                                model_path=run / "model.onnx", lead_time=10,
+                                report_path=out / "schedule.html",
+                                labels_path=data / "RUL_SIM.txt", progress=False))
     print(f"done in {time.perf_counter() - started:.0f} s. Outputs:")
-    for what, path in [("fleet", out / "data"), ("run", out / "run"),
-                       ("report", out / "report" / "report.html")]:
-        print(f"  {what:7s}{path}")
+    for what, path in [("fleet", data), ("run", run), ("model", run / "model.onnx"),
+                       ("report", out / "report" / "report.html"),
+                       ("schedule", out / "schedule.csv"), ("", out / "schedule.html")]:
+        print(f"  {what:9s}{path}")
     return 0
 
 

@@ -116,3 +116,17 @@ def test_two_process_cpu_ddp(sim_dir: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "distributed_backend=gloo" in done.stderr and "All distributed processes" in done.stderr
     assert (run / "model.ckpt").is_file()
+
+
+def test_forecast_with_the_shipped_model(sim_dir: Path, tmp_path: Path) -> None:
+    """`rul forecast` with no model named uses checkpoints/cmapss-fd001.onnx."""
+    done = rul("forecast", "--input", str(sim_dir / "test_SIM.txt"), "--out",
+               str(tmp_path / "schedule.json"), "--report", str(tmp_path / "schedule.html"),
+               "--evaluate", str(sim_dir / "RUL_SIM.txt"), "--json", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["model"] == "fd001" and summary["assets"] == 24
+    assert [row["lead_time"] for row in summary["cost_by_lead_time"]][:2] == [0, 5]
+    records = json.loads((tmp_path / "schedule.json").read_text())
+    assert [r["risk_rank"] for r in records] == list(range(1, 25))
+    assert (tmp_path / "schedule.html").stat().st_size > 1000

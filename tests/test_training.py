@@ -86,6 +86,14 @@ def test_conformal_offset_reaches_the_asked_coverage() -> None:
     assert fit_interval_offset([0, 0, 0], [2, 2, 2], [1, 4, 2], 0.9) == 2.0
 
 
+def test_predictions_are_never_negative_at_inference() -> None:
+    torch.manual_seed(0)
+    net = RulNetwork(5, 12, 125, ModelConfig(hidden=8)).eval()
+    net.interval_offset.fill_(500.0)
+    rul, quantiles, _ = net(torch.randn(64, 12, 5) * 10)
+    assert (rul >= 0).all() and (quantiles >= 0).all() and (quantiles[:, 0] == 0).all()
+
+
 def test_widened_quantiles_stay_ordered() -> None:
     net = RulNetwork(3, 8, 125, ModelConfig(hidden=4))
     quantiles = torch.tensor([[10.0, 20.0, 30.0]])

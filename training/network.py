@@ -36,8 +36,12 @@ class RulNetwork(nn.Module):
         rul = self.rul_head(h).squeeze(-1) * self.rul_cap
         raw = self.quantile_head(h)
         steps = torch.cat([raw[:, :1], F.softplus(raw[:, 1:])], dim=1)
-        quantiles = torch.cumsum(steps, dim=1) * self.rul_cap
-        return rul, self.widen(quantiles), self.failure_head(h).squeeze(-1)
+        quantiles = self.widen(torch.cumsum(steps, dim=1) * self.rul_cap)
+        if not self.training:
+            # Remaining life is never negative; clipping only at inference keeps the gradient
+            # of every training sample.
+            rul, quantiles = rul.clamp(min=0.0), quantiles.clamp(min=0.0)
+        return rul, quantiles, self.failure_head(h).squeeze(-1)
 
     def widen(self, quantiles: torch.Tensor) -> torch.Tensor:
         """Move the outer quantiles out by interval_offset (in by a negative one), never past
