@@ -26,8 +26,10 @@ then the rows of each of --variants (all by default):
                      set_denormal_as_zero;
   int8               quantize_dynamic, QInt8 weights, per-tensor and per-channel;
   network-only       the network without the preprocessing, on normalised windows, in both
-                     engines (the onnxruntime row's ratio is to torch's network-only row);
-  conv2d             the CNN's Conv1d stack spelt as 1xK Conv2d (Conv1dStackAs2d).
+                     engines (the onnxruntime row's ratio is to torch's network-only row).
+
+(The CNN backbone runs its convolutions as 1xK Conv2d, so the exported graph has 4-D Conv
+nodes; as Conv1d, onnxruntime ran at 0.66x torch at batch 1024, see the README.)
 
 Columns: onnxruntime session creation time; p50/p99 of single-window calls after warm-up;
 windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of
@@ -37,8 +39,8 @@ windows. Every timing is the best of --rounds rounds in which the engines take t
 burst of other load spoils a round rather than a row. --profile adds per-op tables of both
 engines at the largest batch (auto: for the models where onnxruntime is slower than torch there).
 
-FLOPs per window are 2 x the multiply-adds of the Conv, Linear and LSTM layers, read from the
-shapes each layer sees on one window:
+FLOPs per window are 2 x the multiply-adds of the Conv, Linear and LSTM layers on one window
+(convolutions and matrix products counted by torch.utils.flop_counter, LSTMs from their shapes):
   Linear   2 * in_features * out_features
   Conv     2 * (C_in / groups) * prod(kernel) * C_out * L_out
   LSTM     2 * 4 * hidden * (layer input + hidden) * steps, per layer and direction
@@ -62,7 +64,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,10 +74,10 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
-from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from export.graph import ExportModel
-from export.onnx import OPSET, parity_readings, read_run_card, training_fleet_of
+from export.onnx import parity_readings, read_run_card, trace, training_fleet_of
 from rul.errors import RulError
 from rul.forecaster import INPUT, OUTPUTS, Forecaster
 from rul.loaders import read_fleet
@@ -85,7 +86,6 @@ from training.checkpoint import load_checkpoint, resolve_checkpoint
 
 TORCH = "torch eager"
 ORT = "onnxruntime (Forecaster.load)"
-CONV2D = "ort Conv1d stack as 1xK Conv2d"
 CPU = ["CPUExecutionProvider"]
 WARMUP_CALLS = 5
 MIN_CALLS = 5
@@ -239,33 +239,29 @@ def time_round(row: Row, runner: Runner, windows: np.ndarray, settings: Settings
 
 # --- FLOPs ---------------------------------------------------------------------------------
 
-def layer_flops(layer: nn.Module, output: Any) -> int:
-    """2 x multiply-adds of one Conv/Linear/LSTM call on one window (formulas: module doc)."""
-    if isinstance(layer, nn.Linear):
-        return 2 * layer.in_features * output.numel()
-    if isinstance(layer, nn.Conv1d | nn.Conv2d):
-        per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
-        return 2 * per_output * output.numel()
-    if isinstance(layer, nn.LSTM):
-        steps = output[0].shape[1 if layer.batch_first else 0]
-        directions = 2 if layer.bidirectional else 1
-        inputs = [layer.input_size] + [layer.hidden_size * directions] * (layer.num_layers - 1)
-        return sum(2 * 4 * layer.hidden_size * (i + layer.hidden_size) * steps * directions
-                   for i in inputs)
-    return 0
+def lstm_flops(layer: nn.LSTM, output: Any) -> int:
+    """2 x multiply-adds of one LSTM call on one window: 4 gates x hidden x (input + hidden)
+    per step, layer and direction."""
+    steps = output[0].shape[1 if layer.batch_first else 0]
+    directions = 2 if layer.bidirectional else 1
+    inputs = [layer.input_size] + [layer.hidden_size * directions] * (layer.num_layers - 1)
+    return sum(2 * 4 * layer.hidden_size * (i + layer.hidden_size) * steps * directions
+               for i in inputs)
 
 
 def flops_per_window(module: nn.Module, window: np.ndarray) -> int:
+    """torch's FLOP counter for convolutions and matrix products (however a module spells
+    them), plus the LSTMs, which it does not count."""
     counted: list[int] = []
-    hooks = [m.register_forward_hook(lambda m, _, out: counted.append(layer_flops(m, out)))
-             for m in module.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d
-                                                      | nn.LSTM)]
+    hooks = [m.register_forward_hook(lambda m, _, out: counted.append(lstm_flops(m, out)))
+             for m in module.modules() if isinstance(m, nn.LSTM)]
     try:
-        torch_runner(module)(window[None])()
+        with FlopCounterMode(display=False) as counter:
+            torch_runner(module)(window[None])()
     finally:
         for hook in hooks:
             hook.remove()
-    return sum(counted)
+    return counter.get_total_flops() + sum(counted)
 
 
 # --- subjects and variants -----------------------------------------------------------------
@@ -297,49 +293,8 @@ def load_subject(name: str, run: Path, model: Path, settings: Settings) -> Subje
 
 
 def export_module(module: nn.Module, example: np.ndarray, path: Path) -> None:
-    """Trace as export.onnx.write_onnx does (dynamo, OPSET, dynamic batch), without the card."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module.eval(), (torch.from_numpy(example),),
-                                    input_names=[INPUT], output_names=list(OUTPUTS),
-                                    opset_version=OPSET, dynamic_shapes={"readings": {0: batch}},
-                                    dynamo=True, external_data=False, verbose=False)
-    program.save(str(path))
-
-
-class Conv1dStackAs2d(nn.Module):
-    """A Sequential of Conv1d and elementwise layers run as 1xK Conv2d on [B, C, 1, L]: the same
-    numbers, but 4-D Conv nodes, which onnxruntime's NCHWc layout transformer takes (it leaves
-    3-D ones alone); one Unsqueeze/Squeeze around the stack lets Conv+Relu fuse between them."""
-
-    def __init__(self, stack: nn.Sequential) -> None:
-        super().__init__()
-        self.stack = stack
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.unsqueeze(2)
-        for layer in self.stack:
-            x = conv1d_as_2d(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
-        return x.squeeze(2)
-
-
-def conv1d_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-                    padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]),
-                    groups=conv.groups)
-
-
-def with_conv2d(module: nn.Module) -> nn.Module | None:
-    """A copy with each Sequential that holds a Conv1d as Conv1dStackAs2d; None when none does
-    (its other layers must be elementwise, as the CNN backbone's ReLUs are)."""
-    module = copy.deepcopy(module)
-    parents = [(parent, name) for parent in module.modules()
-               for name, child in parent.named_children() if isinstance(child, nn.Sequential)
-               and any(isinstance(layer, nn.Conv1d) for layer in child)]
-    for parent, name in parents:
-        setattr(parent, name, Conv1dStackAs2d(getattr(parent, name)))
-    return module if parents else None
+    """Trace as `rul export` does (export.onnx.trace), without the card."""
+    path.write_bytes(trace(module, torch.from_numpy(example)).SerializeToString())
 
 
 def level_engines(subject: Subject, settings: Settings) -> list[Engine]:
@@ -403,26 +358,12 @@ def network_engines(subject: Subject, settings: Settings) -> list[Engine]:
                        session_options(settings.threads), normalised, against=label)]
 
 
-def conv2d_engines(subject: Subject, settings: Settings) -> list[Engine]:
-    module = with_conv2d(subject.module)
-    if module is None:
-        return []
-    path = conv2d_path(subject, settings)
-    export_module(module, subject.windows[:2], path)
-    return [ort_engine(CONV2D, path, session_options(settings.threads), subject.windows)]
-
-
-def conv2d_path(subject: Subject, settings: Settings) -> Path:
-    return settings.tmp / f"{subject.name}-conv2d.onnx"
-
-
 VARIANTS: dict[str, Callable[[Subject, Settings], list[Engine]]] = {
     "levels": level_engines,
     "offline": offline_engines,
     "threads": thread_engines,
     "int8": int8_engines,
     "network-only": network_engines,
-    "conv2d": conv2d_engines,
 }
 
 
@@ -527,8 +468,8 @@ def run_model(name: str, run: Path, model: Path, settings: Settings, variants: l
                Engine(ORT, lambda: ort_runner(Forecaster.load(model,
                                                               threads=settings.threads).session),
                       subject.windows)]
-    for name in variants:
-        engines += VARIANTS[name](subject, settings)
+    for variant in variants:
+        engines += VARIANTS[variant](subject, settings)
     opened = [open_row(subject, engine, settings) for engine in engines]
     for i in range(settings.rounds):
         print(f"  {name}: round {i + 1} of {settings.rounds}", file=sys.stderr, flush=True)
@@ -539,8 +480,7 @@ def run_model(name: str, run: Path, model: Path, settings: Settings, variants: l
 
 
 def profiles(subject: Subject, rows: list[Row], settings: Settings) -> list[str]:
-    """Per-op tables at the largest batch: the Forecaster.load graph, the Conv2d spelling
-    when it was built, and torch eager."""
+    """Per-op tables at the largest batch: the Forecaster.load graph and torch eager."""
     largest = max(settings.batches)
     rates = {r.label: r.rates[largest] for r in rows}
     slower = rates[ORT] < rates[TORCH]
@@ -548,10 +488,8 @@ def profiles(subject: Subject, rows: list[Row], settings: Settings) -> list[str]
         return []
     calls = max(MIN_CALLS, min(50, 20_000 // largest))
     where = f"{subject.name} ({subject.backbone}), batch {largest}, {calls} calls"
-    files = {ORT: subject.onnx_path, CONV2D: conv2d_path(subject, settings)}
-    tables = [profile_table(f"### {label} profile: {where}", "nodes",
-                            ort_profile(path, subject, settings, calls))
-              for label, path in files.items() if path.is_file()]
+    tables = [profile_table(f"### {ORT} profile: {where}", "nodes",
+                            ort_profile(subject.onnx_path, subject, settings, calls))]
     return [*tables, profile_table(f"### {TORCH} profile: {where}", "per forward",
                                    torch_profile(subject, settings, calls))]
 

@@ -74,8 +74,18 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
 
 def write_onnx(predictor: CheckpointPredictor, card: dict[str, Any], path: Path) -> None:
     """Trace the raw-readings model with a dynamic batch axis; weights inside the one file."""
-    model = ExportModel(predictor.preprocessing, predictor.network).eval()
-    example = torch.zeros(2, predictor.window, len(predictor.features))
+    model = ExportModel(predictor.preprocessing, predictor.network)
+    proto = trace(model, torch.zeros(2, predictor.window, len(predictor.features)))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, json.dumps(card, allow_nan=False)
+    proto.doc_string = f"rul model {card.get('name', '')}: raw readings -> RUL, quantiles, P(fail)"
+    onnx.checker.check_model(proto, full_check=True)
+    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+
+
+def trace(model: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:
+    """The module as an ONNX graph: input `readings` with a dynamic batch axis, the three
+    outputs, weights inside (no external data file)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
@@ -84,18 +94,16 @@ def write_onnx(predictor: CheckpointPredictor, card: dict[str, Any], path: Path)
         # absent), none of which concern this model.
         warnings.simplefilter("ignore")
         exporter_log.setLevel(logging.ERROR)
-        program = torch.onnx.export(model, (example,), input_names=[INPUT],
-                                    output_names=list(OUTPUTS), opset_version=OPSET,
-                                    dynamic_shapes={"readings": {0: batch}}, dynamo=True,
-                                    external_data=False, verbose=False)
-    exporter_log.setLevel(level)
+        try:
+            program = torch.onnx.export(model.eval(), (example,), input_names=[INPUT],
+                                        output_names=list(OUTPUTS), opset_version=OPSET,
+                                        dynamic_shapes={"readings": {0: batch}}, dynamo=True,
+                                        external_data=False, verbose=False)
+        finally:
+            exporter_log.setLevel(level)
     proto = program.model_proto
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CARD_KEY, json.dumps(card, allow_nan=False)
-    proto.doc_string = f"rul model {card.get('name', '')}: raw readings -> RUL, quantiles, P(fail)"
-    onnx.checker.check_model(proto, full_check=True)
-    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    return proto
 
 
 def parity_check(predictor: CheckpointPredictor, forecaster: Forecaster,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rul.errors import ConfigError
 from training.config import ModelConfig
@@ -30,7 +31,19 @@ class CNNBackbone(nn.Module):
         self.out_features = config.hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dense(self.convolutions(x.transpose(1, 2)))
+        # The convolutions run as 1xK Conv2d on [B, F, 1, W]: the same numbers as Conv1d (which
+        # torch computes that way anyway), but 4-D Conv nodes in ONNX, the only ones
+        # onnxruntime's blocked NCHWc kernels take: 2-3x its Conv1d throughput at large batch.
+        h = x.transpose(1, 2).unsqueeze(2)
+        for layer in self.convolutions:
+            h = _as_conv2d(layer, h) if isinstance(layer, nn.Conv1d) else layer(h)
+        return self.dense(h.squeeze(2))
+
+
+def _as_conv2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                    padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]),
+                    groups=conv.groups)
 
 
 class LSTMBackbone(nn.Module):
