@@ -122,6 +122,12 @@ def test_short_run_learns_and_beats_the_mean(sim, tiny_run: Path) -> None:
     assert result["rmse"] < 0.8 * baseline
 
 
+def test_training_leaves_subnormal_arithmetic_alone(tiny_run: Path) -> None:
+    """Flushing denormals is for the run only: the setting is process-wide."""
+    smallest = np.array([5e-324, 1e-310])
+    assert (smallest * 1.0 > 0).all()
+
+
 def test_run_directory_is_self_contained(tiny_run: Path) -> None:
     for name in ("config.yaml", "model.ckpt", "model_card.json", "metrics.json", "history.csv"):
         assert (tiny_run / name).is_file(), name

@@ -6,6 +6,8 @@ metrics.json, history.csv, logs/ (Lightning CSV logs), checkpoints/ (last.ckpt, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,17 @@ from training.module import RulModule
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
               resume: bool = False, progress: bool = True) -> Path:
     """Train, select the best epoch on validation engines, calibrate, and write the run dir."""
+    with flushed_denormals():
+        return _train_run(fleet, config, out_dir, name=name, resume=resume, progress=progress)
+
+
+def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str,
+               resume: bool, progress: bool) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = config.train
-    configure_torch(t.num_threads)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
     pl.seed_everything(t.seed, workers=True, verbose=False)
     datamodule = RulDataModule(fleet, config.data, t.batch_size, t.seed)
     module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
@@ -156,11 +165,15 @@ def save_module(module: RulModule, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def configure_torch(num_threads: int | None) -> None:
-    # Denormal floats in LSTM gates slow CPU training about 2x and erratically; flush them.
+@contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Denormal floats flushed to zero while training (they can slow CPU LSTM training), then
+    the default back: the setting is process-wide and would change other code's arithmetic."""
     torch.set_flush_denormal(True)
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def default_precision(accelerator: str) -> str:
