@@ -35,8 +35,10 @@ class PreprocessingLayer(nn.Module):
         if not self.multi_condition:
             return (readings - self.mean[0]) / self.std[0]
         z = (readings[..., :self.n_settings] - self.settings_mean) / self.settings_std
-        distance = ((z.unsqueeze(-2) - self.centroids) ** 2).sum(-1)  # [B, W, K]
-        condition = distance.argmin(-1)  # [B, W]
+        # Nearest centroid as in Preprocessing.condition_of: |c|^2 - 2 z.c, one MatMul.
+        centroids = self.centroids
+        score = (centroids * centroids).sum(-1) - 2.0 * (z @ centroids.T)  # [B, W, K]
+        condition = score.argmin(-1)  # [B, W]
         sensors = readings[..., self.n_settings:]
         return (sensors - self.mean[condition]) / self.std[condition]
 

@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="true RUL (C-MAPSS RUL file or CSV asset_id,rul): report the "
                    "schedule's cost per lead time")
     p.add_argument("--chunk-rows", type=int, default=200_000)
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster: 'local', or "
+                   "a scheduler address such as tcp://HOST:8786 (partitioned Parquet/CSV)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (per worker with Dask)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_forecast)
@@ -283,7 +285,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     summary = run_forecast(args.input, args.out, model_path=args.model, lead_time=args.lead_time,
                            report_path=args.report, labels_path=args.evaluate,
                            threshold=args.threshold, progress=not args.no_progress,
-                           chunk_rows=args.chunk_rows, threads=args.threads)
+                           chunk_rows=args.chunk_rows, threads=args.threads,
+                           scheduler=args.scheduler)
     if args.json:
         print(dumps(summary))
     else:

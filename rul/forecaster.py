@@ -20,6 +20,7 @@ import pandas as pd
 
 from rul.errors import DataError, RulError
 from rul.fleet import Fleet
+from rul.loaders import fleet_from_dataframe
 from rul.model_card import CARD_KEY
 from rul.predictor import Prediction
 from rul.schema import ASSET_ID, CYCLE
@@ -145,9 +146,12 @@ class Forecaster:
         windows = make_windows(readings, np.array([len(readings)]), self.window, ends="last")
         return self.predict_windows(windows.array()), int(windows.padded[0])
 
-    def forecast_fleet(self, fleet: Fleet) -> pd.DataFrame:
+    def forecast_fleet(self, fleet: Fleet | pd.DataFrame) -> pd.DataFrame:
         """One row per asset, predicted at its last cycle: asset_id, last_cycle, rul,
-        rul_q<level>..., failure_probability, cycles_padded."""
+        rul_q<level>..., failure_probability, cycles_padded. A DataFrame in long format
+        (asset_id, cycle, the card's features) is validated first, like any input."""
+        if isinstance(fleet, pd.DataFrame):
+            fleet = fleet_from_dataframe(fleet)
         missing = [c for c in self.features if c not in fleet.frame.columns]
         if missing:
             raise DataError(f"missing columns {missing} that the model needs", file=fleet.source)

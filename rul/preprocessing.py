@@ -68,10 +68,7 @@ class Preprocessing:
         """Operating condition (0..K-1) of each row of a [..., n_settings] array."""
         if self.n_conditions == 1:
             return np.zeros(settings.shape[:-1], dtype=np.int64)
-        z = (np.asarray(settings, dtype=np.float32) - _f32(self.settings_mean)) / _f32(
-            self.settings_std)
-        distances = ((z[..., None, :] - _f32(self.centroids)) ** 2).sum(axis=-1)
-        return distances.argmin(axis=-1)
+        return nearest_centroid(settings, self.settings_mean, self.settings_std, self.centroids)
 
     def transform(self, readings: np.ndarray) -> np.ndarray:
         """Normalise raw readings [..., n_features] (card order) to float32 [..., n_inputs].
@@ -120,7 +117,7 @@ def fit_preprocessing(fleet: Fleet, config: DataConfig) -> Preprocessing:
     centroids = _conditions(z, config)
     k = len(centroids)
     condition = (np.zeros(len(z), dtype=np.int64) if k == 1
-                 else ((z[:, None, :] - centroids) ** 2).sum(-1).argmin(-1))
+                 else nearest_centroid(settings_values, settings_mean, settings_std, centroids))
 
     keep, dropped = _select_sensors(sensors_values, condition, k, list(fleet.sensors),
                                     config.near_constant_fraction)
@@ -143,6 +140,15 @@ def fit_preprocessing(fleet: Fleet, config: DataConfig) -> Preprocessing:
         std=std.tolist(),
         dropped=dropped,
     )
+
+
+def nearest_centroid(settings: np.ndarray, mean: Any, std: Any, centroids: Any) -> np.ndarray:
+    """The condition of each row of raw settings [..., S]: standardise, then the nearest centroid
+    as argmin_k (|c_k|^2 - 2 z.c_k) (|z|^2 is the same for every k): one small matrix product,
+    in float32, as the ONNX graph computes it. Fitting and transforming both use this."""
+    z = (np.asarray(settings, dtype=np.float32) - _f32(mean)) / _f32(std)
+    c = _f32(centroids)
+    return ((c * c).sum(-1) - 2.0 * (z @ c.T)).argmin(axis=-1)
 
 
 def discover_conditions(z: np.ndarray, max_conditions: int, seed: int) -> np.ndarray:

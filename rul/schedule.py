@@ -270,13 +270,15 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
                  report_path: Path | str | None = None, labels_path: Path | str | None = None,
                  threshold: float = 0.5, progress: bool = True,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS, columns: FleetColumns | None = None,
-                 threads: int | None = None) -> dict[str, Any]:
+                 threads: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
     """`rul forecast`: forecast a fleet file, write its ranked schedule (and a report).
 
     The model defaults to `rul.forecaster.default_model_path()`. With `labels_path` (a C-MAPSS
     RUL file in asset order, or a CSV of asset_id,rul) the summary adds the schedule's `cost`
     and `cost_by_lead_time` (`lead_time_table` over DEFAULT_LEAD_TIMES and `lead_time`), which
-    the report shows too. Arguments are checked before the file is read. Returns a summary:
+    the report shows too. With `scheduler` ('local' or a Dask scheduler address) the forecast runs
+    partitioned on a Dask cluster (`rul.distributed`), with the same result. Arguments are
+    checked before the file is read. Returns a summary:
     input, out, report, model, assets, rows, windows, assets_at_risk, lead_time, threshold,
     seconds (end to end), assets_per_second, and the costs when labelled.
     """
@@ -289,8 +291,15 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
     if labels_path is not None and not Path(labels_path).is_file():
         raise DataError("file not found", file=str(labels_path))
     model = Forecaster.load(model_path or default_model_path(), threads=threads)
-    forecast, rows = forecast_file_rows(
-        model, input_path, chunk_rows=chunk_rows, columns=columns, progress=progress)
+    if scheduler is None:
+        forecast, rows = forecast_file_rows(
+            model, input_path, chunk_rows=chunk_rows, columns=columns, progress=progress)
+    else:  # the same per-asset forecast, partitioned over a Dask cluster
+        from rul.distributed import forecast_distributed_rows
+
+        forecast, rows = forecast_distributed_rows(
+            model.path, input_path, scheduler=scheduler, columns=columns,
+            threads=threads if threads is not None else 1, batch_size=model.batch_size)
     table = schedule(forecast, lead_time=lead_time, quantiles=model.quantiles,
                      threshold=threshold)
     summary: dict[str, Any] = {

@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-extras="${RUL_EXTRAS:-train,serve,parquet,dev}"
+extras="${RUL_EXTRAS:-train,serve,parquet,distributed,dev}"
 venv="${RUL_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rul.cli import main
@@ -130,3 +131,21 @@ def test_forecast_with_the_shipped_model(sim_dir: Path, tmp_path: Path) -> None:
     records = json.loads((tmp_path / "schedule.json").read_text())
     assert [r["risk_rank"] for r in records] == list(range(1, 25))
     assert (tmp_path / "schedule.html").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_forecast_on_a_local_dask_cluster_equals_one_process(sim, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    parts = tmp_path / "fleet"
+    parts.mkdir()
+    frame = sim.test.frame
+    for i, ids in enumerate(np.array_split(sim.test.asset_ids, 3)):
+        frame[frame["asset_id"].isin(ids)].to_parquet(parts / f"part-{i}.parquet", index=False)
+    frame.to_parquet(tmp_path / "whole.parquet", index=False)
+    local = rul("forecast", "--input", str(tmp_path / "whole.parquet"), "--out",
+                str(tmp_path / "one.csv"), "--no-progress")
+    dask = rul("forecast", "--input", str(parts), "--out", str(tmp_path / "dask.csv"),
+               "--scheduler", "local", "--no-progress")
+    assert local.returncode == 0, local.stderr
+    assert dask.returncode == 0, dask.stderr
+    assert (tmp_path / "one.csv").read_text() == (tmp_path / "dask.csv").read_text()

@@ -190,13 +190,18 @@ def test_wrong_window_shape_is_a_data_error(sim_model: Path) -> None:
 def test_short_histories_are_padded_and_reported(sim, sim_model: Path) -> None:
     forecaster = Forecaster.load(sim_model)
     frame = sim.test.frame.groupby("asset_id").head(7)  # 7 cycles per asset
-    from rul.loaders import fleet_from_dataframe
-
-    table = forecaster.forecast_fleet(fleet_from_dataframe(frame))
+    table = forecaster.forecast_fleet(frame)  # a plain DataFrame is validated and accepted
     assert (table["cycles_padded"] == forecaster.window - 7).all()
     assert (table["last_cycle"] == 7).all()
     assert list(table.columns[-5:]) == ["rul_q10", "rul_q50", "rul_q90", "failure_probability",
                                         "cycles_padded"]
+
+
+def test_bad_dataframe_gets_the_data_layers_error(sim, sim_model: Path) -> None:
+    frame = sim.test.frame.copy()
+    frame.loc[3, "sensor_2"] = float("nan")
+    with pytest.raises(DataError, match="row 4, asset 1, column sensor_2: missing value"):
+        Forecaster.load(sim_model).forecast_fleet(frame)
 
 
 def test_failed_parity_writes_no_file(sim, sim_model: Path, tmp_path: Path, monkeypatch) -> None:
