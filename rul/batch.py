@@ -26,7 +26,7 @@ import pandas as pd
 
 from rul.errors import ConfigError, DataError
 from rul.fleet import Fleet, Locator
-from rul.forecaster import Forecaster, quantile_column
+from rul.forecaster import Forecaster
 from rul.loaders import (
     FleetColumns,
     _check_unit_numbers,
@@ -34,6 +34,7 @@ from rul.loaders import (
     _columns_to_fleet,
     _parser_error,
 )
+from rul.predictor import Prediction
 from rul.schema import ASSET_ID, CYCLE
 
 __all__ = [
@@ -190,16 +191,10 @@ class _LastWindows:
         order = np.argsort(ids, kind="stable")
         # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
         size = model.batch_size
-        parts = [model.predict_windows(self.windows(order[i:i + size]))
-                 for i in range(0, len(order), size)]
-        result = pd.DataFrame({ASSET_ID: ids[order], "last_cycle": self.last_cycle[order]})
-        result["rul"] = np.concatenate([p.rul for p in parts])
-        quantiles = np.concatenate([p.rul_quantiles for p in parts])
-        for i, level in enumerate(model.quantiles):
-            result[quantile_column(level)] = quantiles[:, i]
-        result["failure_probability"] = np.concatenate([p.failure_probability for p in parts])
-        result["cycles_padded"] = np.maximum(self.window - self.seen[order], 0)
-        return result
+        pred = Prediction.concatenate([model.predict_windows(self.windows(order[i:i + size]))
+                                       for i in range(0, len(order), size)])
+        return model.forecast_table(ids[order], self.last_cycle[order], pred,
+                                    np.maximum(self.window - self.seen[order], 0))
 
 
 def _cross_chunk_error(chunk: _Chunk, asset: Any, cycle: int, previous: int) -> DataError:

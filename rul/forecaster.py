@@ -157,16 +157,17 @@ class Forecaster:
             raise DataError(f"missing columns {missing} that the model needs", file=fleet.source)
         raw = fleet.frame[self.features].to_numpy(dtype=np.float32)
         windows = make_windows(raw, fleet.lengths(), self.window, ends="last")
-        pred = self.predict_windows(windows.array())
-        result = pd.DataFrame({
-            ASSET_ID: fleet.asset_ids,
-            "last_cycle": fleet.frame[CYCLE].to_numpy()[windows.end_rows],
-            "rul": pred.rul,
-        })
+        return self.forecast_table(fleet.asset_ids, fleet.frame[CYCLE].to_numpy()[windows.end_rows],
+                                   self.predict_windows(windows.array()), windows.padded)
+
+    def forecast_table(self, asset_ids: np.ndarray, last_cycle: np.ndarray, pred: Prediction,
+                       cycles_padded: np.ndarray) -> pd.DataFrame:
+        """The per-asset forecast table (the columns of `forecast_fleet`) from predictions."""
+        result = pd.DataFrame({ASSET_ID: asset_ids, "last_cycle": last_cycle, "rul": pred.rul})
         for i, level in enumerate(self.quantiles):
             result[quantile_column(level)] = pred.rul_quantiles[:, i]
         result["failure_probability"] = pred.failure_probability
-        result["cycles_padded"] = windows.padded
+        result["cycles_padded"] = cycles_padded
         return result
 
 
