@@ -7,6 +7,7 @@ with status 2; training commands import torch only when they run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -111,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_forecast)
+
+    p = commands.add_parser("serve", help="serve models over HTTP (the Hug app under "
+                            "gunicorn); settings also from RUL_* variables (docs/SERVICE.md)")
+    p.add_argument("--model", type=Path, help="default model file (default: $RUL_MODEL or the "
+                   "shipped FD001 model)")
+    p.add_argument("--models-dir", type=Path, help="a folder of further .onnx models, served "
+                   "by file name ($RUL_MODELS_DIR)")
+    p.add_argument("--host", help="bind address (default: $RUL_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: $RUL_PORT or 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (default: $RUL_WORKERS or 2)")
+    p.add_argument("--db", type=Path, help="SQLite database (default: $RUL_DB or "
+                   "rul-service.db)")
+    p.add_argument("--threads", type=int, dest="ort_threads", help="onnxruntime threads per "
+                   "worker (default: $RUL_ORT_THREADS or cores / workers)")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.set_defaults(handler=cmd_serve)
 
     p = commands.add_parser("demo", help="simulate a fleet, train, evaluate (the main job on "
                             "the embedded default)")
@@ -315,6 +332,21 @@ def load_predictor(model: Path):
     from training.checkpoint import load_checkpoint
 
     return load_checkpoint(model)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.server import serve
+    from service.settings import from_env
+
+    settings = from_env()
+    if args.workers is not None and args.ort_threads is None and not os.environ.get(
+            "RUL_ORT_THREADS"):
+        args.ort_threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
+    settings = settings.with_overrides(model=args.model, models_dir=args.models_dir,
+                                       host=args.host, port=args.port, workers=args.workers,
+                                       db=args.db, ort_threads=args.ort_threads)
+    serve(settings, access_log=args.access_log)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class Forecaster:
     def name(self) -> str:
         return str(self.card.get("name", self.path.stem))
 
-    @property
+    @cached_property
     def version(self) -> str:
         """A short, stable identity of this exact model: the card's creation time and hash."""
         digest = hashlib.sha256(json.dumps(self.card, sort_keys=True).encode()).hexdigest()

@@ -32,7 +32,7 @@ from rul.report import (
 )
 from rul.schema import ASSET_ID
 
-__all__ = ["write_schedule_report"]
+__all__ = ["render_schedule_report", "write_schedule_report"]
 
 
 _COST_LABELS = {
@@ -50,10 +50,22 @@ def write_schedule_report(table: pd.DataFrame, out_html: Path | str, *, top_n: i
                           cost: pd.DataFrame | Mapping[str, Any] | None = None,
                           model_name: str | None = None, lead_time: int | None = None,
                           threshold: float | None = None) -> Path:
+    """`render_schedule_report` written to `out_html`, atomically."""
+    page = render_schedule_report(table, top_n=top_n, cost=cost, model_name=model_name,
+                                  lead_time=lead_time, threshold=threshold).encode()
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(out, lambda f: f.write(page))
+
+
+def render_schedule_report(table: pd.DataFrame, *, top_n: int = 30,
+                           cost: pd.DataFrame | Mapping[str, Any] | None = None,
+                           model_name: str | None = None, lead_time: int | None = None,
+                           threshold: float | None = None) -> str:
     """One self-contained HTML page (inline CSS, PNGs as data URIs, nothing fetched): the
     `top_n` most urgent assets as a table and as a chart of their RUL with its quantile
     interval, a histogram of the fleet's failure probabilities, and `cost` (one
-    `schedule_cost` dict or a `lead_time_table`) when given. Needs matplotlib; atomic."""
+    `schedule_cost` dict or a `lead_time_table`) when given. Needs matplotlib."""
 
     require_columns(table, "schedule", [ASSET_ID, "last_cycle", "rul", "failure_probability",
                                  "recommended_cycle", "at_risk", "risk_rank"])
@@ -78,10 +90,7 @@ def write_schedule_report(table: pd.DataFrame, out_html: Path | str, *, top_n: i
     if cost is not None:
         blocks += [Heading(2, "Cost of the schedule on known truth"), Paragraph(_COST_NOTE),
                    _cost_table(cost)]
-    page = render_html(blocks, plots).encode()
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(out, lambda f: f.write(page))
+    return render_html(blocks, plots)
 
 
 _URGENT_NOTE = (

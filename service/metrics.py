@@ -1,0 +1,92 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+With PROMETHEUS_MULTIPROC_DIR set before this module is imported (`rul serve` sets it to a
+fresh folder and tells gunicorn to mark dead workers), every worker writes its samples to files
+there and `GET /metrics` aggregates all of them; without it (one process, tests), the default
+registry is used. Routes are labelled by template (`/v1/assets/{asset_id}/readings`), never by
+raw path, so asset ids cannot blow up the number of series.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+REQUESTS = Counter("rul_http_requests", "HTTP requests answered", ["method", "route", "status"])
+LATENCY = Histogram("rul_http_request_duration_seconds", "Time to answer an HTTP request",
+                    ["method", "route"], buckets=_LATENCY_BUCKETS)
+INFERENCE = Histogram("rul_inference_seconds", "Time of one onnxruntime run", ["model"],
+                      buckets=_LATENCY_BUCKETS)
+WINDOWS = Counter("rul_inference_windows", "Windows predicted", ["model"])
+READINGS = Counter("rul_readings_stored", "Readings stored")
+ALERTS_RAISED = Counter("rul_alerts_raised", "Alerts raised (threshold crossings)")
+ALERTS = Counter("rul_alert_deliveries", "Webhook deliveries by outcome", ["outcome"])
+
+_ROUTES = (
+    (re.compile(r"^/v1/assets/[^/]+/readings$"), "/v1/assets/{asset_id}/readings"),
+    (re.compile(r"^/v1/assets/[^/]+/history$"), "/v1/assets/{asset_id}/history"),
+    (re.compile(r"^/v1/assets/[^/]+/forecast$"), "/v1/assets/{asset_id}/forecast"),
+    (re.compile(r"^/v1/assets/[^/]+/alerts$"), "/v1/assets/{asset_id}/alerts"),
+    (re.compile(r"^/v1/assets/[^/]+$"), "/v1/assets/{asset_id}"),
+    (re.compile(r"^/v1/models/[^/]+$"), "/v1/models/{name}"),
+)
+FIXED_ROUTES = frozenset({
+    "/v1/health", "/v1/ready", "/v1/models", "/v1/predict", "/v1/predict/batch", "/v1/assets",
+    "/v1/report", "/v1/alerts", "/v1/openapi.json", "/metrics",
+})
+
+
+def route_label(path: str) -> str:
+    """The route template a path belongs to ("unmatched" for paths no route serves)."""
+    path = path.rstrip("/") or "/"
+    if path in FIXED_ROUTES:
+        return path
+    for pattern, label in _ROUTES:
+        if pattern.match(path):
+            return label
+    return "unmatched"
+
+
+def observe_request(method: str, path: str, status: int, seconds: float) -> None:
+    route = route_label(path)
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def observe_inference(model: str, windows: int, seconds: float) -> None:
+    INFERENCE.labels(model).observe(seconds)
+    WINDOWS.labels(model).inc(windows)
+
+
+def observe_delivery(outcome: str) -> None:
+    ALERTS.labels(outcome).inc()
+
+
+def exposition() -> bytes:
+    """The text format of every worker's metrics together."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+def mark_worker_dead(pid: int) -> None:
+    """gunicorn's child_exit hook: fold a dead worker's live samples away."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,151 @@
+"""Prediction endpoints as plain functions: a request body in, an answer dict out.
+
+An answer for one window is `{"rul", "rul_quantiles": {"0.1": ...}, "failure_probability",
+"horizon", "cycles_padded"}`; every response names the `model` and its `model_version`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from rul.forecaster import Forecaster
+from rul.predictor import Prediction
+from service.errors import bad_request, too_large
+from service.models import ModelRegistry
+from service.requests import (
+    asset_id_value,
+    npy_windows,
+    parse_json,
+    readings_matrix,
+    require_object,
+    window_matrix,
+)
+
+# Called with (model name, windows, seconds) after each model run: the metrics hook.
+InferenceObserver = Callable[[str, int, float], None]
+
+
+def _no_observer(model: str, windows: int, seconds: float) -> None:
+    return None
+
+
+def run_model(forecaster: Forecaster, name: str, windows: np.ndarray,
+              observe: InferenceObserver = _no_observer) -> Prediction:
+    start = time.perf_counter()
+    prediction = forecaster.predict_windows(windows)
+    observe(name, len(windows), time.perf_counter() - start)
+    return prediction
+
+
+def answers(forecaster: Forecaster, prediction: Prediction, padded: np.ndarray
+            ) -> list[dict[str, Any]]:
+    """One answer dict per predicted window."""
+    levels = [f"{q:g}" for q in forecaster.quantiles]
+    horizon = forecaster.horizon
+    rul = prediction.rul.tolist()
+    quantiles = prediction.rul_quantiles.tolist()
+    probability = prediction.failure_probability.tolist()
+    padded_list = np.asarray(padded).tolist()
+    return [{"rul": rul[i], "rul_quantiles": dict(zip(levels, quantiles[i], strict=True)),
+             "failure_probability": probability[i], "horizon": horizon,
+             "cycles_padded": padded_list[i]} for i in range(len(rul))]
+
+
+def last_window(values: np.ndarray, window: int) -> tuple[np.ndarray, int]:
+    """One asset's readings [cycles, n_features] -> its last window [window, n_features]
+    (padded by repeating the first reading, as `rul.windowing.make_windows` does; the test
+    suite checks the two agree) and the cycles padded."""
+    if len(values) >= window:
+        return values[-window:], 0
+    padded = window - len(values)
+    return np.concatenate([np.repeat(values[:1], padded, axis=0), values]), padded
+
+
+def _window_of(forecaster: Forecaster, item: dict[str, Any], field: str, max_rows: int
+               ) -> tuple[np.ndarray, int]:
+    if ("readings" in item) == ("window" in item):
+        raise bad_request(f"{field} needs exactly one of 'readings' (objects keyed by feature "
+                          "name, oldest first) or 'window' (a matrix in card order)",
+                          field if field != "body" else None)
+    if "window" in item:
+        return window_matrix(item["window"], forecaster.window, forecaster.features,
+                             _sub(field, "window")), 0
+    readings = readings_matrix(item["readings"], forecaster.features, _sub(field, "readings"),
+                               max_rows=max_rows)
+    return last_window(readings.values, forecaster.window)
+
+
+def predict_one(registry: ModelRegistry, data: bytes, *, max_rows: int,
+                observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+    """`POST /v1/predict`: `{"readings": [...]}` or `{"window": [[...]]}`, optional "model"."""
+    body = require_object(parse_json(data), "body", ["readings", "window"], ["model"])
+    name = body.get("model") or registry.default
+    forecaster = registry.get(body.get("model"))
+    window, padded = _window_of(forecaster, body, "body", max_rows)
+    prediction = run_model(forecaster, name, window[None], observe)
+    answer = answers(forecaster, prediction, np.array([padded]))[0]
+    return {"model": name, "model_version": forecaster.version, **answer}
+
+
+def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_rows: int,
+                  observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+    """`POST /v1/predict/batch` with JSON: `{"assets": [{"asset_id", "readings"|"window"}]}`."""
+    body = require_object(parse_json(data), "body", ["assets"], ["model"])
+    name = body.get("model") or registry.default
+    forecaster = registry.get(body.get("model"))
+    assets = body.get("assets")
+    if not isinstance(assets, list) or not assets:
+        raise bad_request("assets must be a non-empty list of {asset_id, readings|window}",
+                          "assets")
+    if len(assets) > max_assets:
+        raise too_large(f"assets has {len(assets)} entries; at most {max_assets} per call "
+                        "(RUL_MAX_ASSETS)", "assets")
+    windows = np.empty((len(assets), forecaster.window, len(forecaster.features)), np.float32)
+    padded = np.zeros(len(assets), np.int64)
+    ids: list[str] = []
+    seen: set[str] = set()
+    rows_left = max_rows
+    for i, item in enumerate(assets):
+        field = f"assets[{i}]"
+        item = require_object(item, field, ["asset_id"], ["readings", "window"])
+        if "asset_id" not in item:
+            raise bad_request(f"{field} lacks asset_id", f"{field}.asset_id")
+        asset_id = asset_id_value(item["asset_id"], f"{field}.asset_id")
+        if asset_id in seen:
+            raise bad_request(f"{field}.asset_id {asset_id!r} appears twice in one batch",
+                              f"{field}.asset_id")
+        seen.add(asset_id)
+        ids.append(asset_id)
+        rows = item.get("readings") or item.get("window")
+        rows_left -= len(rows) if isinstance(rows, list) else 0
+        if rows_left < 0:
+            raise too_large(f"the batch holds more than {max_rows} rows of readings "
+                            "(RUL_MAX_ROWS)", field)
+        windows[i], padded[i] = _window_of(forecaster, item, field, max_rows)
+    prediction = run_model(forecaster, name, windows, observe)
+    items = answers(forecaster, prediction, padded)
+    for asset_id, item in zip(ids, items, strict=True):
+        item["asset_id"] = asset_id
+    return {"model": name, "model_version": forecaster.version, "predictions": items}
+
+
+def predict_npy(registry: ModelRegistry, data: bytes, model: str | None, *, max_assets: int,
+                observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+    """`POST /v1/predict/batch` with a .npy body [batch, window, n_features] in card order;
+    the model, if not the default, by `?model=`. Answers carry the window's index."""
+    name = model or registry.default
+    forecaster = registry.get(model, field="query.model")
+    windows = npy_windows(data, forecaster.window, forecaster.features, max_assets)
+    prediction = run_model(forecaster, name, windows, observe)
+    items = answers(forecaster, prediction, np.zeros(len(windows), np.int64))
+    for index, item in enumerate(items):
+        item["index"] = index
+    return {"model": name, "model_version": forecaster.version, "predictions": items}
+
+
+def _sub(field: str, key: str) -> str:
+    return key if field == "body" else f"{field}.{key}"

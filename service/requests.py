@@ -1,0 +1,261 @@
+"""Request validation: bodies and query strings into checked numpy arrays, or an ApiError.
+
+Every check names the offending field as a path into the request (`readings[3].sensor_2`,
+`assets[1].window`, `query.limit`), so a plant integrator sees what to fix. Nothing past these
+functions re-validates: the arrays they return are finite float32 in the model card's order.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from rul.schema import CYCLE
+from service.errors import bad_request, too_large
+
+NPY_CONTENT_TYPE = "application/x-npy"
+JSON_CONTENT_TYPE = "application/json"
+_NUMBER = (int, float)
+_NUMBER_TYPES = frozenset(_NUMBER)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Readings:
+    """One asset's readings, checked: values [cycles, n_features] float32, oldest first."""
+
+    values: np.ndarray
+    cycles: np.ndarray | None
+    """[cycles] int64 when the request gave cycles, else None."""
+
+
+def parse_json(data: bytes) -> Any:
+    """A request body as JSON (400 naming the position of a syntax error)."""
+    if not data:
+        raise bad_request("the request body is empty; send a JSON object", "body")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the request body is not valid JSON ({exc}); NaN and Infinity are "
+                          "not JSON, send numbers only", "body") from None
+
+
+def require_object(value: Any, field: str, keys: Sequence[str], optional: Sequence[str] = ()
+                   ) -> dict[str, Any]:
+    """`value` is an object with no keys beyond `keys` + `optional` and at least one of `keys`."""
+    if not isinstance(value, dict):
+        raise bad_request(f"{field} must be a JSON object; got {_json_type(value)}", field)
+    unknown = [k for k in value if k not in keys and k not in optional]
+    if unknown:
+        raise bad_request(f"unknown field {unknown[0]!r} in {field}; allowed: "
+                          f"{sorted([*keys, *optional])}", _join(field, unknown[0]))
+    return value
+
+
+def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows: int,
+                    cycle: str = "optional") -> Readings:
+    """A list of readings objects keyed by feature name -> Readings.
+
+    `cycle`: "required" (streamed readings), "optional" (checked when present: non-negative
+    integers, strictly increasing) or "forbidden".
+    """
+    if not isinstance(rows, list):
+        raise bad_request(f"{field} must be a list of readings objects; got {_json_type(rows)}",
+                          field)
+    if not rows:
+        raise bad_request(f"{field} is empty; send at least one reading", field)
+    if len(rows) > max_rows:
+        raise too_large(f"{field} has {len(rows)} rows; at most {max_rows} per call "
+                        "(RUL_MAX_ROWS)", field)
+    allowed = set(features)
+    if cycle != "forbidden":
+        allowed.add(CYCLE)
+    table: list[Any] = []
+    cycles: list[Any] = []
+    pick = itemgetter(*features) if len(features) > 1 else (lambda row: (row[features[0]],))
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise bad_request(f"{field}[{i}] must be an object keyed by feature name; got "
+                              f"{_json_type(row)}", f"{field}[{i}]")
+        try:
+            table.append(pick(row))
+        except KeyError:
+            missing = [name for name in features if name not in row]
+            raise bad_request(f"{field}[{i}] lacks feature {missing[0]!r} (the model needs "
+                              f"{list(features)})", f"{field}[{i}].{missing[0]}") from None
+        if len(row) != len(features):
+            unknown = [k for k in row if k not in allowed]
+            if unknown:
+                raise bad_request(f"{field}[{i}] has unknown feature {unknown[0]!r}; the model's "
+                                  f"features are {list(features)}", f"{field}[{i}].{unknown[0]}")
+        if CYCLE in row:
+            cycles.append(row[CYCLE])
+        elif cycle == "required":
+            raise bad_request(f"{field}[{i}] lacks 'cycle' (streamed readings are keyed by "
+                              "asset and cycle)", f"{field}[{i}].cycle")
+    values = _finite_matrix(table, features, field)
+    checked_cycles = None
+    if cycles:
+        if len(cycles) != len(rows):
+            first = next(i for i, row in enumerate(rows) if CYCLE not in row)
+            raise bad_request(f"{field}[{first}] lacks 'cycle' while other readings have it",
+                              f"{field}[{first}].cycle")
+        checked_cycles = _cycles(cycles, field)
+    return Readings(values, checked_cycles)
+
+
+def window_matrix(window: Any, n_rows: int, features: Sequence[str], field: str) -> np.ndarray:
+    """A plain [window][n_features] matrix in card order -> float32 array."""
+    if not isinstance(window, list) or not window:
+        raise bad_request(f"{field} must be a non-empty list of rows; got {_json_type(window)}",
+                          field)
+    if len(window) != n_rows:
+        raise bad_request(f"{field} has {len(window)} rows; the model's window is {n_rows} "
+                          "(send 'readings' by feature name for shorter histories: they are "
+                          "padded)", field)
+    for i, row in enumerate(window):
+        if not isinstance(row, list) or len(row) != len(features):
+            got = f"{len(row)} values" if isinstance(row, list) else _json_type(row)
+            raise bad_request(f"{field}[{i}] must be a list of {len(features)} numbers in the "
+                              f"order {list(features)}; got {got}", f"{field}[{i}]")
+    return _finite_matrix(window, features, field, by_position=True)
+
+
+def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: int
+                ) -> np.ndarray:
+    """A binary batch: one .npy array [batch, window, n_features] (float32 or float64)."""
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
+        raise bad_request(f"the body is not a readable .npy array ({_first_line(exc)})",
+                          "body") from None
+    expected = [window, len(features)]
+    if array.ndim != 3 or list(array.shape[1:]) != expected:
+        raise bad_request(f"the .npy array must have shape [batch, {window}, {len(features)}] "
+                          f"(window, features {list(features)}); got {list(array.shape)}", "body")
+    if array.dtype not in (np.float32, np.float64):
+        raise bad_request(f"the .npy array must be float32 or float64; got {array.dtype}", "body")
+    if len(array) == 0:
+        raise bad_request("the .npy array holds no windows", "body")
+    if len(array) > max_windows:
+        raise too_large(f"the .npy array holds {len(array)} windows; at most {max_windows} per "
+                        "call (RUL_MAX_ASSETS)", "body")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        b, r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise bad_request(f"window {b}, row {r}, feature {features[c]!r} is not a finite number",
+                          f"body[{b}][{r}][{c}]")
+    return array
+
+
+def query_int(params: Mapping[str, Any], name: str, default: int | None, *, minimum: int = 0,
+              maximum: int | None = None) -> int | None:
+    """An integer query parameter (400 for anything else, or out of range)."""
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    field = f"query.{name}"
+    if isinstance(value, list) or not str(value).lstrip("-").isdigit():
+        raise bad_request(f"query parameter {name} must be an integer; got {value!r}", field)
+    number = int(value)
+    if number < minimum:
+        raise bad_request(f"query parameter {name} must be >= {minimum}; got {number}", field)
+    if maximum is not None and number > maximum:
+        raise bad_request(f"query parameter {name} must be <= {maximum}; got {number}", field)
+    return number
+
+
+def query_choice(params: Mapping[str, Any], name: str, choices: Sequence[str], default: str
+                 ) -> str:
+    value = params.get(name) or default
+    if value not in choices:
+        raise bad_request(f"query parameter {name} must be one of {list(choices)}; got "
+                          f"{value!r}", f"query.{name}")
+    return str(value)
+
+
+def check_unknown_query(params: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    """Refuse query parameters the endpoint does not know (a typo should not pass silently)."""
+    unknown = [k for k in params if k not in allowed]
+    if unknown:
+        raise bad_request(f"unknown query parameter {unknown[0]!r}; allowed: {sorted(allowed)}",
+                          f"query.{unknown[0]}")
+
+
+def asset_id_value(value: Any, field: str) -> str:
+    """An asset id: a non-empty string (or an integer, as C-MAPSS unit numbers are) -> str."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise bad_request(f"{field} must be a string or an integer; got {_json_type(value)}",
+                          field)
+    text = str(value)
+    if not text or len(text) > 200 or not text.isprintable():
+        raise bad_request(f"{field} must be 1-200 printable characters; got {text!r}", field)
+    return text
+
+
+def threshold_value(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, _NUMBER) or not 0 < value <= 1:
+        raise bad_request(f"{field} must be a number in (0, 1] or null; got {value!r}", field)
+    return float(value)
+
+
+def _finite_matrix(table: list[Any], features: Sequence[str], field: str,
+                   by_position: bool = False) -> np.ndarray:
+    # The common case checked at C speed; the loop below only runs to name a bad value.
+    if not set(map(type, chain.from_iterable(table))) <= _NUMBER_TYPES:
+        _name_bad_value(table, features, field, by_position)
+    values = np.array(table, dtype=np.float64)
+    if not np.isfinite(values).all() or (np.abs(values) > _FLOAT32_MAX).any():
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(values.astype(np.float32)))[0])
+        where = f"{field}[{i}][{j}]" if by_position else f"{field}[{i}].{features[j]}"
+        raise bad_request(f"{where} is too large for a float32 reading; got {table[i][j]!r}",
+                          where)
+    return values.astype(np.float32)
+
+
+def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
+                    by_position: bool) -> None:
+    for i, row in enumerate(table):
+        for j, value in enumerate(row):
+            if type(value) not in _NUMBER or (type(value) is float and not math.isfinite(value)):
+                where = f"{field}[{i}][{j}]" if by_position else f"{field}[{i}].{features[j]}"
+                raise bad_request(f"{where} must be a finite number; got {value!r}", where)
+
+
+def _cycles(cycles: list[Any], field: str) -> np.ndarray:
+    for i, value in enumerate(cycles):
+        if type(value) is not int or value < 0:
+            raise bad_request(f"{field}[{i}].cycle must be a non-negative integer; got "
+                              f"{value!r}", f"{field}[{i}].cycle")
+    array = np.array(cycles, dtype=np.int64)
+    steps = np.diff(array)
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0)) + 1
+        raise bad_request(f"{field}[{i}].cycle = {cycles[i]} does not follow {cycles[i - 1]}; "
+                          "send readings oldest first, one per cycle", f"{field}[{i}].cycle")
+    return array
+
+
+def _join(field: str, key: str) -> str:
+    return key if field == "body" else f"{field}.{key}"
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

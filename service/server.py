@@ -1,0 +1,130 @@
+"""`rul serve`: the Hug app under gunicorn, with N worker processes.
+
+Before any worker starts, the master checks what would make every worker fail: the models are
+loaded and verified in a short-lived child process (onnxruntime is never initialised in the
+master, whose state every worker would inherit by fork) and the database is created and
+closed again (an SQLite connection must not cross a fork). Workers then read the same settings
+from the environment, load their own onnxruntime sessions, and start webhook delivery.
+Prometheus multiprocess mode gets a fresh folder; dead workers' samples are folded away.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rul.errors import ConfigError
+from service.settings import Settings, to_env
+
+log = logging.getLogger("rul.service")
+
+METRICS_DIR_ENV = "RUL_METRICS_DIR"
+
+
+def check_models(settings: Settings) -> str | None:
+    """None if every model loads and verifies, else the reason (checked in a spawned child)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_load_models, (settings.model, settings.models_dir))
+
+
+def _load_models(model: Path, models_dir: Path | None) -> str | None:
+    from rul.errors import RulError
+    from service.models import ModelRegistry
+
+    try:
+        ModelRegistry.load(model, models_dir, threads=1)
+    except RulError as exc:
+        return str(exc)
+    return None
+
+
+def prepare(settings: Settings) -> None:
+    """Everything `serve` checks and sets up before gunicorn starts (ConfigError if unfit)."""
+    problem = check_models(settings)
+    if problem is not None:
+        raise ConfigError(f"cannot serve: {problem}")
+    from service.storage import StorageError, Store
+
+    store = Store(settings.db)
+    try:
+        store.initialise()
+        problem = store.writable()
+    except StorageError as exc:
+        problem = str(exc)
+    finally:
+        store.close()
+    if problem is not None:
+        raise ConfigError(f"cannot serve: {problem}")
+    os.environ.update(to_env(settings))
+    metrics_dir = os.environ.get(METRICS_DIR_ENV) or tempfile.mkdtemp(prefix="rul-metrics-")
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run would add up
+    Path(metrics_dir).mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def gunicorn_options(settings: Settings, *, access_log: bool = False,
+                     timeout: int = 30) -> dict[str, Any]:
+    return {
+        "bind": f"[{settings.host}]:{settings.port}" if ":" in settings.host
+        else f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "worker_class": "sync",
+        "timeout": timeout,
+        "graceful_timeout": 10,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "rul-serve",
+        # gunicorn >= 25.1 opens a control socket in $HOME by default; rul does not use it.
+        "control_socket_disable": True,
+        "post_worker_init": _post_worker_init,
+        "worker_exit": _worker_exit,
+        "child_exit": _child_exit,
+    }
+
+
+def _post_worker_init(worker: Any) -> None:
+    from service import app
+
+    app.start()
+
+
+def _worker_exit(server: Any, worker: Any) -> None:
+    from service import app
+
+    app.stop()
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from service import metrics
+
+    metrics.mark_worker_dead(worker.pid)
+
+
+def serve(settings: Settings, *, access_log: bool = False) -> None:
+    """Run the service until stopped (SIGTERM/SIGINT: graceful)."""
+    from gunicorn.app.base import BaseApplication
+
+    prepare(settings)
+    if not settings.api_keys:
+        log.warning("no API keys configured (RUL_API_KEYS): every endpoint is open")
+    options = gunicorn_options(settings, access_log=access_log)
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None and key in self.cfg.settings:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from service.app import __hug_wsgi__
+
+            return __hug_wsgi__
+
+    Application().run()

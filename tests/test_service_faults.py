@@ -1,0 +1,211 @@
+"""The service under faults: concurrent writers, a killed worker, a dead webhook receiver,
+a restart, and models or databases it must refuse at startup. All through real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rul.forecaster import Forecaster, default_model_path
+from rul.loaders import load_cmapss
+from tests.service_helpers import Receiver, ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+SECRET = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def model() -> Forecaster:
+    return Forecaster.load(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def engines(cmapss_dir: Path, model: Forecaster) -> dict[int, list[dict]]:
+    """FD001 train engines 1-3 as streamed readings (all three end past their threshold)."""
+    train = load_cmapss(cmapss_dir, "FD001").train.frame
+    out = {}
+    for engine in (1, 2, 3):
+        frame = train[train.asset_id == engine]
+        out[engine] = [{"cycle": int(c), **dict(zip(model.features, map(float, row),
+                                                    strict=True))}
+                       for c, row in zip(frame.cycle, frame[model.features].to_numpy(),
+                                         strict=True)]
+    return out
+
+
+def _post_cycles(port: int, asset: str, rows: list[dict]) -> list[int]:
+    server = ServiceProcess(Path("unused"), port=port)
+    return [server.request("POST", f"/v1/assets/{asset}/readings", {"readings": [row]}).status
+            for row in rows]
+
+
+def test_concurrent_ingestion_from_several_processes(tmp_path: Path,
+                                                     engines: dict[int, list[dict]]) -> None:
+    server = ServiceProcess(tmp_path / "s.db").start()
+    try:
+        rows = engines[1][:80]
+        # Four client processes interleave cycles of one asset and each fill their own.
+        jobs = [("shared", rows[k::4]) for k in range(4)]
+        jobs += [(f"own-{k}", rows[:40]) for k in range(4)]
+        with ProcessPoolExecutor(4) as pool:
+            statuses = list(pool.map(_post_cycles, [server.port] * len(jobs),
+                                     [a for a, _ in jobs], [r for _, r in jobs]))
+        assert all(s == 200 for batch in statuses for s in batch), statuses
+        shared = server.request("GET", "/v1/assets/shared").json()
+        assert shared["n_readings"] == 80 and shared["last_cycle"] == 80
+        history = server.request("GET", "/v1/assets/shared/history?limit=50").json()
+        assert [r["cycle"] for r in history["readings"]] == list(range(1, 51))
+        for k in range(4):
+            assert server.request("GET", f"/v1/assets/own-{k}").json()["n_readings"] == 40
+        # The newest forecast is for the newest cycle, whatever order the writers came in.
+        assert server.request("GET", "/v1/assets/shared/forecast").json()["cycle"] == 80
+    finally:
+        server.stop()
+
+
+def test_killed_worker_under_load_the_server_keeps_answering(
+        tmp_path: Path, engines: dict[int, list[dict]], model: Forecaster) -> None:
+    server = ServiceProcess(tmp_path / "s.db").start()
+    body = {"readings": [{k: v for k, v in row.items() if k != "cycle"}
+                         for row in engines[1][:30]]}
+    results: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                results.append(server.request("POST", "/v1/predict", body, timeout=10).status)
+            except OSError:
+                results.append(-1)  # the connection the killed worker held
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        victim = server.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(3.0)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        after_kill = results[len(results) // 2:]
+        assert len(results) > 50
+        assert sum(s != 200 for s in results) <= 3, results.count(-1)
+        assert all(s == 200 for s in after_kill[-20:])
+        pids = server.wait_workers()
+        assert victim not in pids and len(pids) == 2  # gunicorn replaced it
+        assert server.request("GET", "/v1/ready").status == 200
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_dead_receiver_and_restart_lose_no_alert(tmp_path: Path,
+                                                 engines: dict[int, list[dict]]) -> None:
+    """Receiver down while three assets cross; the server restarts; the receiver comes back:
+    each alert arrives exactly once, signed, and readings survive the restart."""
+    receiver = Receiver()  # not started: its port refuses connections
+    env = {"RUL_WEBHOOK_URLS": receiver.url, "RUL_WEBHOOK_SECRET": SECRET,
+           "RUL_WEBHOOK_MAX_BACKOFF": "1"}
+    db = tmp_path / "s.db"
+    server = ServiceProcess(db, env=env).start()
+    try:
+        raised = []
+        for engine, rows in engines.items():
+            for start in range(0, len(rows), 40):
+                answer = server.request("POST", f"/v1/assets/engine-{engine}/readings",
+                                        {"readings": rows[start:start + 40]}).json()
+                if answer["alert"]:
+                    raised.append(answer["alert"]["alert_id"])
+        assert len(raised) == 3
+        time.sleep(2.0)  # several failed attempts
+        pending = server.request("GET", "/v1/alerts").json()["outbox"]
+        assert pending == {"pending": 3, "delivered": 0}
+    finally:
+        server.stop()
+
+    restarted = ServiceProcess(db, env=env, port=server.port).start()
+    try:
+        assert restarted.request("GET", "/v1/assets/engine-1").json()["n_readings"] == len(
+            engines[1])
+        receiver.start()
+        received = receiver.wait_for(3, timeout=30)
+        time.sleep(2.5)  # a duplicate would show up by now
+        ids = [json.loads(body)["alert_id"] for _, body in receiver.received]
+        assert sorted(ids) == sorted(raised)
+        for headers, body in receiver.received:
+            assert headers["x-rul-alert-id"] == json.loads(body)["alert_id"]
+        assert len(received) == 3
+        outbox = restarted.request("GET", "/v1/alerts").json()["outbox"]
+        assert outbox == {"pending": 0, "delivered": 3}
+        # Streaming the same readings again raises nothing new.
+        again = restarted.request("POST", "/v1/assets/engine-1/readings",
+                                  {"readings": engines[1][-5:]}).json()
+        assert again["duplicates"] == 5 and again["alert"] is None
+    finally:
+        restarted.stop()
+        receiver.stop()
+
+
+def _serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rul.cli", "serve", *args],
+                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_startup_refuses_missing_or_corrupt_models_and_bad_settings(tmp_path: Path,
+                                                                    model: Forecaster) -> None:
+    missing = _serve("--model", str(tmp_path / "none.onnx"), "--db", str(tmp_path / "a.db"))
+    assert missing.returncode == 2 and "model file not found" in missing.stderr
+    corrupt = tmp_path / "corrupt.onnx"
+    shutil.copy(model.path, corrupt)
+    shutil.copy(model.path.with_suffix(".json"), corrupt.with_suffix(".json"))
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    refused = _serve("--model", str(corrupt), "--db", str(tmp_path / "a.db"))
+    assert refused.returncode == 2 and "cannot serve" in refused.stderr
+    assert str(corrupt) in refused.stderr
+    no_folder = _serve("--db", str(tmp_path / "no" / "such" / "s.db"))
+    assert no_folder.returncode == 2 and "does not exist" in no_folder.stderr
+    bad_env = _serve("--db", str(tmp_path / "a.db"), env={"RUL_ALERT_THRESHOLD": "high"})
+    assert bad_env.returncode == 2 and "RUL_ALERT_THRESHOLD" in bad_env.stderr
+    # Nothing of the refused starts was left listening or half-made.
+    assert not (tmp_path / "no").exists()
+
+
+def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecaster) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for subset in ("fd001", "fd003"):
+        for suffix in (".onnx", ".json"):
+            shutil.copy(model.path.parent / f"cmapss-{subset}{suffix}", folder)
+    server = ServiceProcess(tmp_path / "s.db", args=["--models-dir", str(folder)]).start()
+    try:
+        names = [m["name"] for m in server.request("GET", "/v1/models").json()["models"]]
+        assert names == ["cmapss-fd001", "cmapss-fd003"]
+        fd003 = Forecaster.load(folder / "cmapss-fd003.onnx")
+        test = load_cmapss(cmapss_dir, "FD003").test.frame
+        engine = test[test.asset_id == 1][fd003.features].to_numpy()[-fd003.window:]
+        rows = [dict(zip(fd003.features, map(float, row), strict=True)) for row in engine]
+        answer = server.request("POST", "/v1/predict", {"readings": rows,
+                                                        "model": "cmapss-fd003"}).json()
+        window = np.array([[row[f] for f in fd003.features] for row in rows], np.float32)
+        assert answer["model"] == "cmapss-fd003" and answer["model_version"] == fd003.version
+        assert answer["rul"] == pytest.approx(float(fd003.predict_windows(window[None]).rul[0]),
+                                              abs=1e-3)
+    finally:
+        server.stop()
