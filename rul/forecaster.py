@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,11 +39,12 @@ class ModelError(RulError):
     """A model file that cannot be used: missing, corrupt, or not matching its card."""
 
 
-def default_model_path() -> Path:
-    """$RUL_MODEL, else the shipped FD001 model (checkpoints/cmapss-fd001.onnx)."""
-    env = os.environ.get(MODEL_ENV)
-    if env:
-        return Path(env)
+def default_model_path(env: Mapping[str, str] | None = None) -> Path:
+    """$RUL_MODEL (of `env`, default os.environ), else the shipped FD001 model
+    (checkpoints/cmapss-fd001.onnx)."""
+    value = (os.environ if env is None else env).get(MODEL_ENV, "").strip()
+    if value:
+        return Path(value).expanduser()
     return Path(__file__).resolve().parents[1] / "checkpoints" / "cmapss-fd001.onnx"
 
 

@@ -83,7 +83,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     """What a receiver checks (constant-time); shipped for receivers written in Python."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return hmac.compare_digest(sign(secret, timestamp, body).encode(),
+                               signature.encode("utf-8", "replace"))
 
 
 def backoff(attempts: int, maximum: float) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -25,6 +26,8 @@ NPY_CONTENT_TYPE = "application/x-npy"
 JSON_CONTENT_TYPE = "application/json"
 _NUMBER = (int, float)
 _NUMBER_TYPES = frozenset(_NUMBER)
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and no int64 overflow
+_MAX_CYCLE = 2**62
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -141,8 +144,9 @@ def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: 
     if array.ndim != 3 or list(array.shape[1:]) != expected:
         raise bad_request(f"the .npy array must have shape [batch, {window}, {len(features)}] "
                           f"(window, features {list(features)}); got {list(array.shape)}", "body")
-    if array.dtype not in (np.float32, np.float64):
-        raise bad_request(f"the .npy array must be float32 or float64; got {array.dtype}", "body")
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):  # either byte order
+        raise bad_request(f"the .npy array must be float32 or float64; got {array.dtype}",
+                          "body")
     if len(array) == 0:
         raise bad_request("the .npy array holds no windows", "body")
     if len(array) > max_windows:
@@ -164,7 +168,7 @@ def query_int(params: Mapping[str, Any], name: str, default: int | None, *, mini
     if value is None or value == "":
         return default
     field = f"query.{name}"
-    if isinstance(value, list) or not str(value).lstrip("-").isdigit():
+    if isinstance(value, list) or not _INTEGER_TEXT.fullmatch(str(value)):
         raise bad_request(f"query parameter {name} must be an integer; got {value!r}", field)
     number = int(value)
     if number < minimum:
@@ -215,13 +219,14 @@ def _finite_matrix(table: list[Any], features: Sequence[str], field: str,
     # The common case checked at C speed; the loop below only runs to name a bad value.
     if not set(map(type, chain.from_iterable(table))) <= _NUMBER_TYPES:
         _name_bad_value(table, features, field, by_position)
-    values = np.array(table, dtype=np.float64)
-    if not np.isfinite(values).all() or (np.abs(values) > _FLOAT32_MAX).any():
-        i, j = (int(k) for k in np.argwhere(~np.isfinite(values.astype(np.float32)))[0])
+    with np.errstate(over="ignore"):
+        values = np.array(table, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(values).all():  # finite in JSON, but beyond float32's range
+        i, j = (int(k) for k in np.argwhere(~np.isfinite(values))[0])
         where = f"{field}[{i}][{j}]" if by_position else f"{field}[{i}].{features[j]}"
         raise bad_request(f"{where} is too large for a float32 reading; got {table[i][j]!r}",
                           where)
-    return values.astype(np.float32)
+    return values
 
 
 def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
@@ -235,7 +240,7 @@ def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
 
 def _cycles(cycles: list[Any], field: str) -> np.ndarray:
     for i, value in enumerate(cycles):
-        if type(value) is not int or value < 0:
+        if type(value) is not int or not 0 <= value <= _MAX_CYCLE:
             raise bad_request(f"{field}[{i}].cycle must be a non-negative integer; got "
                               f"{value!r}", f"{field}[{i}].cycle")
     array = np.array(cycles, dtype=np.int64)

@@ -26,6 +26,7 @@ fail at startup with the variable's name, never at the first request.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -76,7 +77,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         value = env.get(name)
         return value.strip() if value is not None and value.strip() else None
 
-    paths = {"model": "RUL_MODEL", "models_dir": "RUL_MODELS_DIR", "db": "RUL_DB"}
+    values["model"] = default_model_path(env)
+    paths = {"models_dir": "RUL_MODELS_DIR", "db": "RUL_DB"}
     for key, name in paths.items():
         if (value := get(name)) is not None:
             values[key] = Path(value).expanduser()
@@ -107,6 +109,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     keys = _split(get("RUL_API_KEYS") or "")
     if (keys_file := get("RUL_API_KEYS_FILE")) is not None:
         keys += read_keys_file(Path(keys_file).expanduser())
+    for key in keys:
+        if "," in key or any(c.isspace() for c in key) or not key.isprintable():
+            raise ConfigError("API keys must be printable, without commas or spaces (they "
+                              f"travel in one header and one comma-separated variable); "
+                              f"a key of {len(key)} characters is not")
     if keys:
         values["api_keys"] = tuple(dict.fromkeys(keys))
     if "ort_threads" not in values:
@@ -154,16 +161,23 @@ def _kind_name(kind: type) -> str:
     return "an integer" if kind is int else "a number"
 
 
+_VARIABLES = {
+    "max_body_bytes": "RUL_MAX_BODY_BYTES", "max_assets": "RUL_MAX_ASSETS",
+    "max_rows": "RUL_MAX_ROWS", "history_limit": "RUL_HISTORY_LIMIT",
+    "ort_threads": "RUL_ORT_THREADS (--threads)", "workers": "RUL_WORKERS (--workers)",
+    "webhook_timeout": "RUL_WEBHOOK_TIMEOUT", "webhook_max_backoff": "RUL_WEBHOOK_MAX_BACKOFF",
+}
+
+
 def _checked(settings: Settings) -> Settings:
-    positive = ("max_body_bytes", "max_assets", "max_rows", "history_limit", "ort_threads",
-                "workers", "webhook_timeout", "webhook_max_backoff")
-    for name in positive:
-        if getattr(settings, name) <= 0:
-            raise ConfigError(f"{name} must be positive; got {getattr(settings, name)}")
+    for name, variable in _VARIABLES.items():
+        value = getattr(settings, name)
+        if not value > 0 or not math.isfinite(value):
+            raise ConfigError(f"{variable} must be a positive number; got {value}")
     if not 0.0 < settings.alert_threshold <= 1.0:
         raise ConfigError(f"RUL_ALERT_THRESHOLD must be in (0, 1]; got {settings.alert_threshold}")
     if not 0 < settings.port < 65536:
-        raise ConfigError(f"port must be in 1..65535; got {settings.port}")
+        raise ConfigError(f"RUL_PORT (--port) must be in 1..65535; got {settings.port}")
     for url in settings.webhook_urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"RUL_WEBHOOK_URLS: {url!r} is not an http(s) URL")
