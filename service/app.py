@@ -17,12 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import falcon
 import orjson
 
 from rul.errors import RulError
 from service import alerts, assets, auth, health, metrics, openapi, predict, report, storage
-from service.compat import hug
+from service.compat import falcon, hug
 from service.errors import ApiError, error_body, not_found_body, too_large
 from service.models import ModelRegistry, list_models, model_card
 from service.requests import NPY_CONTENT_TYPE, check_unknown_query, query_int

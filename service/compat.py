@@ -12,8 +12,8 @@ have removed since:
   (its vendored ``mimeparse``, imported by ``falcon.request``) import it. The ``legacy-cgi``
   package provides it; the ``serve`` extra installs it on 3.13+.
 
-Every other service module gets hug from here (``from service.compat import hug``, or
-``import_hug()``); nothing else patches anything.
+Every other service module gets hug and falcon from here (``from service.compat import
+falcon, hug``, or ``import_hug()``); nothing else patches anything.
 """
 
 from __future__ import annotations
@@ -87,3 +87,5 @@ def import_hug() -> ModuleType:
 
 
 hug = import_hug()
+# falcon is imported by hug above, so with the same fixes in place; take it from here too.
+falcon = importlib.import_module("falcon")
