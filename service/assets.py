@@ -129,7 +129,8 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
     windows = make_windows(values, np.array([len(values)]), forecaster.window, ends="every")
     tail_cycles = [cycle for cycle, _ in tail]
     wanted = [tail_cycles.index(c) for c in targets]
-    prediction = run_model(forecaster, name, windows.array()[wanted], observe)
+    prediction = run_model(forecaster, name, windows.array()[wanted], observe, "readings",
+                           [f"the window ending at cycle {c}" for c in targets])
     items = answers(forecaster, prediction, windows.padded[wanted])
     return [{"asset_id": asset_id, "cycle": cycle, "model": name,
              "model_version": forecaster.version, "created_at": now, **item}

@@ -43,6 +43,7 @@ _ERRORS = {
     404: "No such model, asset or forecast.",
     409: "Conflicts with stored state (a different reading for a stored cycle; another model).",
     413: "Too large: body over RUL_MAX_BODY_BYTES, or too many assets/rows per call.",
+    422: "Readings so far outside the model's training range that its outputs are not finite.",
     503: "The database is unavailable for a moment.",
 }
 
@@ -59,9 +60,12 @@ def _responses(ok: dict[str, Any] | None, *errors: int, ok_status: int = 200,
     return responses
 
 
+# What the server takes (`service.requests.asset_id_value`): 1-200 printable characters,
+# percent-encoded in the path; a '/' (even as %2F) splits the path, so no route matches it.
 _ASSET_ID = {"name": "asset_id", "in": "path", "required": True,
+             "description": "1-200 printable characters except '/', percent-encoded.",
              "schema": {"type": "string", "minLength": 1, "maxLength": 200,
-                        "pattern": "^[A-Za-z0-9_.:-]+$"}}
+                        "pattern": "^[^/\\x00-\\x1f\\x7f]+$"}}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -118,8 +122,11 @@ def _schemas() -> dict[str, Any]:
                                                           "items": _ref("ModelSummary")}},
                           ["default", "models"]),
         "ModelCard": _object({"name": _STRING, "version": _STRING,
+                              "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                                         "description": "Of the model file (checked against "
+                                                        "its sidecar at load)."},
                               "card": {"type": "object", "additionalProperties": True}},
-                             ["name", "version", "card"]),
+                             ["name", "version", "sha256", "card"]),
         "Reading": reading,
         "StreamedReading": streamed,
         "PredictRequest": _object({
@@ -171,8 +178,10 @@ def _schemas() -> dict[str, Any]:
             "forecasts": {"type": "array", "items": _ref("Forecast")},
             "next_after_cycle": _nullable(_INTEGER),
         }, ["asset_id", "readings", "forecasts", "next_after_cycle"]),
-        "LatestForecast": {"allOf": [_ref("Forecast"), {"type": "object", "properties": {
-            "asset_id": _STRING}}]},
+        # Forecast's properties plus asset_id, written out: an allOf of Forecast (which forbids
+        # additional properties) and {asset_id} would refuse every answer.
+        "LatestForecast": _object({**forecast["properties"], "asset_id": _STRING},
+                                  ["asset_id", *forecast["required"]]),
         "Alert": alert,
         "Alerts": _object({"alerts": {"type": "array", "items": _ref("Alert")},
                            "outbox": _object({"pending": _INTEGER, "delivered": _INTEGER})},
@@ -208,7 +217,7 @@ def document() -> dict[str, Any]:
         "/v1/predict": {"post": {
             "summary": "Predict one asset from a window of readings", "operationId": "predict",
             "requestBody": {"required": True, "content": _json(_ref("PredictRequest"))},
-            "responses": _responses(_ref("Prediction"), 400, 404, 413)}},
+            "responses": _responses(_ref("Prediction"), 400, 404, 413, 422)}},
         "/v1/predict/batch": {"post": {
             "summary": "Predict many assets (JSON), or many windows (.npy, float32 "
                        "[batch, window, n_features] in card order)",
@@ -217,7 +226,7 @@ def document() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {
                 **_json(_ref("BatchRequest")),
                 "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": _responses(_ref("BatchPrediction"), 400, 404, 413)}},
+            "responses": _responses(_ref("BatchPrediction"), 400, 404, 413, 422)}},
         "/v1/assets": {"get": {
             "summary": "Tracked assets, by id", "operationId": "assets",
             "parameters": [limit, _query("after", _STRING, "Continue after this asset id.")],
@@ -233,7 +242,7 @@ def document() -> dict[str, Any]:
             "summary": "Stream readings (idempotent on asset_id, cycle); answers the forecast",
             "operationId": "postReadings", "parameters": [_ASSET_ID],
             "requestBody": {"required": True, "content": _json(_ref("ReadingsRequest"))},
-            "responses": _responses(_ref("IngestAnswer"), 400, 404, 409, 413)}},
+            "responses": _responses(_ref("IngestAnswer"), 400, 404, 409, 413, 422)}},
         "/v1/assets/{asset_id}/history": {"get": {
             "summary": "Readings and forecasts, oldest first, paginated",
             "operationId": "history",

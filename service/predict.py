@@ -14,7 +14,7 @@ import numpy as np
 
 from rul.forecaster import Forecaster
 from rul.predictor import Prediction
-from service.errors import bad_request, too_large
+from service.errors import ApiError, bad_request, too_large
 from service.models import ModelRegistry
 from service.requests import (
     asset_id_value,
@@ -34,10 +34,22 @@ def _no_observer(model: str, windows: int, seconds: float) -> None:
 
 
 def run_model(forecaster: Forecaster, name: str, windows: np.ndarray,
-              observe: InferenceObserver = _no_observer) -> Prediction:
+              observe: InferenceObserver = _no_observer, field: str = "readings",
+              labels: list[str] | None = None) -> Prediction:
+    """The model on checked windows; 422 when its outputs are not finite (readings such as
+    1e38 are valid float32 but overflow the network), so no answer or forecast holds null."""
     start = time.perf_counter()
     prediction = forecaster.predict_windows(windows)
     observe(name, len(windows), time.perf_counter() - start)
+    finite = (np.isfinite(prediction.rul) & np.isfinite(prediction.failure_probability)
+              & np.isfinite(prediction.rul_quantiles).all(axis=1))
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        where = field if len(windows) == 1 or labels else f"{field}[{bad}]"
+        what = f"{where} ({labels[bad]})" if labels else where
+        raise ApiError(422, f"the model's outputs are not finite for {what}: its readings are "
+                       f"far outside the range model {name!r} was trained on (largest "
+                       f"magnitude {float(np.abs(windows[bad]).max()):.3g})", where)
     return prediction
 
 
@@ -86,7 +98,8 @@ def predict_one(registry: ModelRegistry, data: bytes, *, max_rows: int,
     name = body.get("model") or registry.default
     forecaster = registry.get(body.get("model"))
     window, padded = _window_of(forecaster, body, "body", max_rows)
-    prediction = run_model(forecaster, name, window[None], observe)
+    prediction = run_model(forecaster, name, window[None], observe,
+                           "window" if "window" in body else "readings")
     answer = answers(forecaster, prediction, np.array([padded]))[0]
     return {"model": name, "model_version": forecaster.version, **answer}
 
@@ -126,7 +139,7 @@ def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_
             raise too_large(f"the batch holds more than {max_rows} rows of readings "
                             "(RUL_MAX_ROWS)", field)
         windows[i], padded[i] = _window_of(forecaster, item, field, max_rows)
-    prediction = run_model(forecaster, name, windows, observe)
+    prediction = run_model(forecaster, name, windows, observe, "assets")
     items = answers(forecaster, prediction, padded)
     for asset_id, item in zip(ids, items, strict=True):
         item["asset_id"] = asset_id
@@ -140,7 +153,7 @@ def predict_npy(registry: ModelRegistry, data: bytes, model: str | None, *, max_
     name = model or registry.default
     forecaster = registry.get(model, field="query.model")
     windows = npy_windows(data, forecaster.window, forecaster.features, max_assets)
-    prediction = run_model(forecaster, name, windows, observe)
+    prediction = run_model(forecaster, name, windows, observe, "body")
     items = answers(forecaster, prediction, np.zeros(len(windows), np.int64))
     for index, item in enumerate(items):
         item["index"] = index

@@ -140,6 +140,8 @@ def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: 
     except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
         raise bad_request(f"the body is not a readable .npy array ({_first_line(exc)})",
                           "body") from None
+    if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
+        raise bad_request("the body must be one .npy array, not an .npz archive", "body")
     expected = [window, len(features)]
     if array.ndim != 3 or list(array.shape[1:]) != expected:
         raise bad_request(f"the .npy array must have shape [batch, {window}, {len(features)}] "

@@ -192,6 +192,15 @@ def test_predict_refuses_bad_values(server: ServiceProcess, model: Forecaster,
     sent = [dict(row, cycle=c) for row, c in zip(rows, (3, 2, 4), strict=True)]
     assert error_of(server.request("POST", "/v1/predict", {"readings": sent}),
                     400)["field"] == "readings[1].cycle"
+    # Valid float32, but so far out of range that the network overflows: 422, nothing stored.
+    spike = [dict(row) for row in rows]
+    spike[0]["sensor_8"] = 1e38
+    assert error_of(server.request("POST", "/v1/predict", {"readings": spike}),
+                    422)["field"] == "readings"
+    streamed = [dict(row, cycle=i + 1) for i, row in enumerate(spike)]
+    assert error_of(server.request("POST", "/v1/assets/spiky/readings", {"readings": streamed}),
+                    422)["field"] == "readings"
+    assert error_of(server.request("GET", "/v1/assets/spiky"), 404)
     window = engine[:30].tolist()
     window[4][2] = "x"
     assert error_of(server.request("POST", "/v1/predict", {"window": window}),
