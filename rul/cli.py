@@ -7,7 +7,6 @@ with status 2; training commands import torch only when they run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -338,11 +337,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.server import serve
     from service.settings import from_env
 
-    settings = from_env()
-    if args.workers is not None and args.ort_threads is None and not os.environ.get(
-            "RUL_ORT_THREADS"):
-        args.ort_threads = max(1, (os.cpu_count() or 1) // max(1, args.workers))
-    settings = settings.with_overrides(model=args.model, models_dir=args.models_dir,
+    settings = from_env().with_overrides(model=args.model, models_dir=args.models_dir,
                                        host=args.host, port=args.port, workers=args.workers,
                                        db=args.db, ort_threads=args.ort_threads)
     serve(settings, access_log=args.access_log)

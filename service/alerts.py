@@ -26,10 +26,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from service import storage
+from service.requests import check_unknown_query, query_int
 from service.settings import Settings
 from service.storage import Store
 
@@ -44,13 +45,18 @@ CLAIM_BATCH = 50
 _wake = threading.Event()
 
 
+def effective_threshold(asset: dict[str, Any], settings: Settings) -> float:
+    """The asset's own alert threshold, else the global RUL_ALERT_THRESHOLD."""
+    own = asset["alert_threshold"]
+    return settings.alert_threshold if own is None else own
+
+
 def evaluate(conn: Any, settings: Settings, asset: dict[str, Any],
              forecast: dict[str, Any] | None, now: float) -> dict[str, Any] | None:
     """Raise (store and queue) an alert if `forecast` crosses the asset's threshold upward."""
     if forecast is None or forecast["cycle"] != asset["last_cycle"]:
         return None  # only the newest cycle speaks for the asset's state
-    threshold = asset["alert_threshold"]
-    threshold = settings.alert_threshold if threshold is None else threshold
+    threshold = effective_threshold(asset, settings)
     above = forecast["failure_probability"] >= threshold
     if above == asset["alerting"]:
         return None
@@ -73,6 +79,15 @@ def evaluate(conn: Any, settings: Settings, asset: dict[str, Any],
     }
     storage.insert_alert(conn, alert, settings.webhook_urls, now)
     return alert
+
+
+def recent(store: Store, settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
+    """`GET /v1/alerts?asset_id=&limit=`: alerts, newest first, and the outbox's state."""
+    check_unknown_query(params, ["asset_id", "limit"])
+    limit = query_int(params, "limit", 100, minimum=1, maximum=settings.history_limit)
+    conn = store.connection()
+    return {"alerts": storage.list_alerts(conn, params.get("asset_id"), limit),
+            "outbox": storage.outbox_counts(conn)}
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 
 from rul.errors import RulError
-from service import alerts, assets, auth, health, metrics, openapi, predict, report, storage
+from service import alerts, assets, auth, health, metrics, openapi, predict, report
 from service.compat import falcon, hug
 from service.errors import ApiError, error_body, not_found_body, too_large
 from service.models import ModelRegistry, list_models, model_card
-from service.requests import NPY_CONTENT_TYPE, check_unknown_query, query_int
+from service.requests import NPY_CONTENT_TYPE, check_unknown_query
 from service.settings import Settings, from_env
 from service.storage import StorageError, Store
 
@@ -54,7 +54,7 @@ def start(settings: Settings | None = None) -> Service:
         if _service is None:
             settings = settings or from_env()
             registry = ModelRegistry.load(settings.model, settings.models_dir,
-                                          threads=settings.ort_threads)
+                                          threads=settings.threads_per_worker)
             store = Store(settings.db)
             store.initialise()
             service = Service(settings, registry, store)
@@ -116,6 +116,10 @@ class ServiceMiddleware:
 
     def process_request(self, request: Any, response: Any) -> None:
         request.context.started = time.perf_counter()
+
+    def process_resource(self, request: Any, response: Any, resource: Any, params: Any) -> None:
+        # After routing (paths no route serves answer 404 with or without a key), before
+        # the route runs.
         if auth.needs_key(request.path):
             auth.check_key(request.get_header(auth.HEADER), service().settings.api_keys)
 
@@ -123,8 +127,8 @@ class ServiceMiddleware:
                          succeeded: bool) -> None:
         started = getattr(request.context, "started", None)
         if started is not None:
-            metrics.observe_request(request.method, request.path, int(response.status[:3]),
-                                    time.perf_counter() - started)
+            metrics.observe_request(request.method, request.uri_template,
+                                    int(response.status[:3]), time.perf_counter() - started)
 
 
 def _answer_error(response: Any, status: int, body: dict[str, Any],
@@ -283,12 +287,7 @@ def get_forecast(asset_id, request):
 @hug.get(f"{V1}/alerts", output=output)
 def get_alerts(request):
     svc = service()
-    check_unknown_query(request.params, ["asset_id", "limit"])
-    limit = query_int(request.params, "limit", 100, minimum=1,
-                      maximum=svc.settings.history_limit)
-    conn = svc.store.connection()
-    return {"alerts": storage.list_alerts(conn, request.params.get("asset_id"), limit),
-            "outbox": storage.outbox_counts(conn)}
+    return alerts.recent(svc.store, svc.settings, request.params)
 
 
 @hug.get(f"{V1}/report", output=output)

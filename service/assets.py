@@ -9,7 +9,6 @@ asset's threshold (`service.alerts`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ from rul.windowing import make_windows
 from service import alerts, storage
 from service.errors import ApiError, bad_request
 from service.models import ModelRegistry
-from service.predict import InferenceObserver, _no_observer, answers, run_model
+from service.predict import InferenceObserver, answers, no_observer, run_model
 from service.requests import (
     asset_id_value,
     check_unknown_query,
@@ -36,7 +35,7 @@ from service.storage import Store
 
 def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, asset_id: str,
                     data: bytes, params: Mapping[str, Any],
-                    observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+                    observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """Store readings `{"readings": [{"cycle": c, feature: value, ...}, ...]}` (one or many
     cycles, oldest first; `"model"` optional for a new asset) and answer the asset's forecast."""
     asset_id = asset_id_value(asset_id, "path.asset_id")
@@ -51,13 +50,14 @@ def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, a
         name = _asset_model(registry, asset, body.get("model"))
         forecaster = registry.get(name)
         checked = readings_matrix(body.get("readings"), forecaster.features, "readings",
-                                  max_rows=settings.max_rows, cycle="required")
+                                  max_rows=settings.max_rows, cycle_required=True)
         cycles = checked.cycles.tolist()
         rows = body["readings"]
         sent = [orjson.dumps({f: row[f] for f in forecaster.features}) for row in rows]
         if asset is None:
             storage.put_asset(conn, asset_id, name, None, now)
-            asset = storage.get_asset(conn, asset_id)
+            asset = {"asset_id": asset_id, "alert_threshold": None, "alerting": False,
+                     "last_cycle": None}
         stored = storage.existing_readings(conn, asset_id, cycles[0], cycles[-1])
         new = []
         for i, (cycle, reading) in enumerate(zip(cycles, sent, strict=True)):
@@ -78,7 +78,7 @@ def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, a
             computed = _forecast_cycles(conn, registry, name, asset_id, targets, now, observe)
             storage.insert_forecasts(conn, computed)
             forecast = computed[-1]
-        alert = alerts.evaluate(conn, settings, storage.get_asset(conn, asset_id), forecast, now)
+        alert = alerts.evaluate(conn, settings, {**asset, "last_cycle": newest}, forecast, now)
     if alert is not None:
         alerts.wake_dispatcher()
     return {"asset_id": asset_id, "stored": len(new), "duplicates": len(cycles) - len(new),
@@ -86,10 +86,9 @@ def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, a
 
 
 def _asset_model(registry: ModelRegistry, asset: dict[str, Any] | None, requested: Any) -> str:
-    if requested is not None:
-        registry.get(requested)  # 400/404 for a bad name
+    name, _ = registry.named(requested)  # 400/404 for a bad name
     if asset is None:
-        return requested or registry.default
+        return name
     if requested is not None and requested != asset["model"]:
         raise ApiError(409, f"asset {asset['asset_id']!r} is tracked with model "
                        f"{asset['model']!r}, not {requested!r}; change it with PUT "
@@ -105,8 +104,7 @@ def _same_or_conflict(stored: dict[str, Any], values: np.ndarray, features: list
                       asset_id: str, cycle: int, index: int) -> None:
     for j, feature in enumerate(features):
         old = stored.get(feature)
-        if old is None or not math.isclose(float(np.float32(old)), float(values[j]),
-                                           rel_tol=0, abs_tol=0):
+        if old is None or np.float32(old) != values[j]:
             raise ApiError(409, f"asset {asset_id!r} already has a different reading at cycle "
                            f"{cycle} ({feature}: stored {old!r}, sent {float(values[j])!r}); "
                            "stored readings are never overwritten",
@@ -120,10 +118,7 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
     forecaster = registry.get(name)
     tail = storage.readings_tail(conn, asset_id, targets[-1],
                                  forecaster.window - 1 + len(targets))
-    missing = [f for f in forecaster.features if f not in tail[0][1]]
-    if missing:
-        raise ApiError(409, f"asset {asset_id!r}'s stored readings lack {missing} that model "
-                       f"{name!r} needs", "model")
+    _require_features(tail[-1][1], forecaster.features, asset_id, name)
     values = np.array([[reading[f] for f in forecaster.features] for _, reading in tail],
                       dtype=np.float32)
     windows = make_windows(values, np.array([len(values)]), forecaster.window, ends="every")
@@ -135,6 +130,16 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
     return [{"asset_id": asset_id, "cycle": cycle, "model": name,
              "model_version": forecaster.version, "created_at": now, **item}
             for cycle, item in zip(targets, items, strict=True)]
+
+
+def _require_features(reading: dict[str, Any], features: list[str], asset_id: str,
+                      model: str) -> None:
+    """409 when an asset's stored readings lack features `model` needs (tracked with another
+    model before; readings keep only the features of the model they were sent for)."""
+    missing = [f for f in features if f not in reading]
+    if missing:
+        raise ApiError(409, f"asset {asset_id!r}'s stored readings lack {missing} that model "
+                       f"{model!r} needs", "model")
 
 
 def public_forecast(forecast: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -160,11 +165,8 @@ def configure_asset(store: Store, registry: ModelRegistry, settings: Settings, a
         if asset is not None and "alert_threshold" not in body:
             threshold = asset["alert_threshold"]
         if asset is not None and model != asset["model"] and asset["n_readings"]:
-            missing = [f for f in registry.get(model).features
-                       if f not in storage.readings_tail(conn, asset_id, 2**62, 1)[0][1]]
-            if missing:
-                raise ApiError(409, f"asset {asset_id!r}'s stored readings lack {missing} that "
-                               f"model {model!r} needs", "model")
+            (_, newest), = storage.readings_tail(conn, asset_id, asset["last_cycle"], 1)
+            _require_features(newest, registry.get(model).features, asset_id, model)
         storage.put_asset(conn, asset_id, model, threshold, now)
         # A new threshold is judged against the newest forecast from now on.
         return asset_summary(conn, settings, asset_id)
@@ -175,9 +177,7 @@ def asset_summary(conn: Any, settings: Settings, asset_id: str) -> dict[str, Any
     if asset is None:
         raise ApiError(404, f"no asset {asset_id!r}; it appears when its first readings are "
                        "posted or it is configured with PUT", "path.asset_id")
-    threshold = asset["alert_threshold"]
-    return {**asset, "effective_alert_threshold": threshold if threshold is not None
-            else settings.alert_threshold,
+    return {**asset, "effective_alert_threshold": alerts.effective_threshold(asset, settings),
             "forecast": public_forecast(storage.latest_forecast(conn, asset_id, asset["model"]))}
 
 
@@ -223,6 +223,7 @@ def history(store: Store, settings: Settings, asset_id: str, params: Mapping[str
     more = len(readings) > limit
     readings = readings[:limit]
     span_end = readings[-1]["cycle"] if more else last
+    # At most one forecast per cycle and model; the cap only bounds a pathological page.
     forecasts = storage.forecasts_page(conn, asset_id, first, span_end, 10 * limit)
     return {"asset_id": asset_id, "readings": readings,
             "forecasts": [public_forecast(f) for f in forecasts],

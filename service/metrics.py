@@ -4,13 +4,12 @@ With PROMETHEUS_MULTIPROC_DIR set before this module is imported (`rul serve` se
 fresh folder and tells gunicorn to mark dead workers), every worker writes its samples to files
 there and `GET /metrics` aggregates all of them; without it (one process, tests), the default
 registry is used. Routes are labelled by template (`/v1/assets/{asset_id}/readings`), never by
-raw path, so asset ids cannot blow up the number of series.
+raw path (falcon's matched template), so asset ids cannot blow up the number of series.
 """
 
 from __future__ import annotations
 
 import os
-import re
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,33 +36,9 @@ READINGS = Counter("rul_readings_stored", "Readings stored")
 ALERTS_RAISED = Counter("rul_alerts_raised", "Alerts raised (threshold crossings)")
 ALERTS = Counter("rul_alert_deliveries", "Webhook deliveries by outcome", ["outcome"])
 
-_ROUTES = (
-    (re.compile(r"^/v1/assets/[^/]+/readings$"), "/v1/assets/{asset_id}/readings"),
-    (re.compile(r"^/v1/assets/[^/]+/history$"), "/v1/assets/{asset_id}/history"),
-    (re.compile(r"^/v1/assets/[^/]+/forecast$"), "/v1/assets/{asset_id}/forecast"),
-    (re.compile(r"^/v1/assets/[^/]+/alerts$"), "/v1/assets/{asset_id}/alerts"),
-    (re.compile(r"^/v1/assets/[^/]+$"), "/v1/assets/{asset_id}"),
-    (re.compile(r"^/v1/models/[^/]+$"), "/v1/models/{name}"),
-)
-FIXED_ROUTES = frozenset({
-    "/v1/health", "/v1/ready", "/v1/models", "/v1/predict", "/v1/predict/batch", "/v1/assets",
-    "/v1/report", "/v1/alerts", "/v1/openapi.json", "/metrics",
-})
-
-
-def route_label(path: str) -> str:
-    """The route template a path belongs to ("unmatched" for paths no route serves)."""
-    path = path.rstrip("/") or "/"
-    if path in FIXED_ROUTES:
-        return path
-    for pattern, label in _ROUTES:
-        if pattern.match(path):
-            return label
-    return "unmatched"
-
-
-def observe_request(method: str, path: str, status: int, seconds: float) -> None:
-    route = route_label(path)
+def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
+    """One answered request; `route` is the matched route's template (None: no route)."""
+    route = route or "unmatched"
     REQUESTS.labels(method, route, str(status)).inc()
     LATENCY.labels(method, route).observe(seconds)
 

@@ -47,12 +47,16 @@ class ModelRegistry:
 
     def get(self, name: str | None = None, field: str = "model") -> Forecaster:
         """The model called `name` (the default for None); 404 naming the field otherwise."""
+        return self.named(name, field)[1]
+
+    def named(self, name: str | None = None, field: str = "model") -> tuple[str, Forecaster]:
+        """(name, model) for a requested name, the default for None."""
         if name is None:
-            return self.models[self.default]
+            return self.default, self.models[self.default]
         if not isinstance(name, str):
             raise ApiError(400, f"model must be a string naming a model; got {name!r}", field)
         try:
-            return self.models[name]
+            return name, self.models[name]
         except KeyError:
             raise ApiError(404, f"no model named {name!r}; served models: "
                            f"{sorted(self.models)}", field) from None

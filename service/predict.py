@@ -22,6 +22,7 @@ from service.requests import (
     parse_json,
     readings_matrix,
     require_object,
+    subfield,
     window_matrix,
 )
 
@@ -29,12 +30,12 @@ from service.requests import (
 InferenceObserver = Callable[[str, int, float], None]
 
 
-def _no_observer(model: str, windows: int, seconds: float) -> None:
+def no_observer(model: str, windows: int, seconds: float) -> None:
     return None
 
 
 def run_model(forecaster: Forecaster, name: str, windows: np.ndarray,
-              observe: InferenceObserver = _no_observer, field: str = "readings",
+              observe: InferenceObserver = no_observer, field: str = "readings",
               labels: list[str] | None = None) -> Prediction:
     """The model on checked windows; 422 when its outputs are not finite (readings such as
     1e38 are valid float32 but overflow the network), so no answer or forecast holds null."""
@@ -85,18 +86,17 @@ def _window_of(forecaster: Forecaster, item: dict[str, Any], field: str, max_row
                           field if field != "body" else None)
     if "window" in item:
         return window_matrix(item["window"], forecaster.window, forecaster.features,
-                             _sub(field, "window")), 0
-    readings = readings_matrix(item["readings"], forecaster.features, _sub(field, "readings"),
+                             subfield(field, "window")), 0
+    readings = readings_matrix(item["readings"], forecaster.features, subfield(field, "readings"),
                                max_rows=max_rows)
     return last_window(readings.values, forecaster.window)
 
 
 def predict_one(registry: ModelRegistry, data: bytes, *, max_rows: int,
-                observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+                observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """`POST /v1/predict`: `{"readings": [...]}` or `{"window": [[...]]}`, optional "model"."""
     body = require_object(parse_json(data), "body", ["readings", "window"], ["model"])
-    name = body.get("model") or registry.default
-    forecaster = registry.get(body.get("model"))
+    name, forecaster = registry.named(body.get("model"))
     window, padded = _window_of(forecaster, body, "body", max_rows)
     prediction = run_model(forecaster, name, window[None], observe,
                            "window" if "window" in body else "readings")
@@ -105,11 +105,10 @@ def predict_one(registry: ModelRegistry, data: bytes, *, max_rows: int,
 
 
 def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_rows: int,
-                  observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+                  observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """`POST /v1/predict/batch` with JSON: `{"assets": [{"asset_id", "readings"|"window"}]}`."""
     body = require_object(parse_json(data), "body", ["assets"], ["model"])
-    name = body.get("model") or registry.default
-    forecaster = registry.get(body.get("model"))
+    name, forecaster = registry.named(body.get("model"))
     assets = body.get("assets")
     if not isinstance(assets, list) or not assets:
         raise bad_request("assets must be a non-empty list of {asset_id, readings|window}",
@@ -147,18 +146,13 @@ def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_
 
 
 def predict_npy(registry: ModelRegistry, data: bytes, model: str | None, *, max_assets: int,
-                observe: InferenceObserver = _no_observer) -> dict[str, Any]:
+                observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """`POST /v1/predict/batch` with a .npy body [batch, window, n_features] in card order;
     the model, if not the default, by `?model=`. Answers carry the window's index."""
-    name = model or registry.default
-    forecaster = registry.get(model, field="query.model")
+    name, forecaster = registry.named(model, field="query.model")
     windows = npy_windows(data, forecaster.window, forecaster.features, max_assets)
     prediction = run_model(forecaster, name, windows, observe, "body")
     items = answers(forecaster, prediction, np.zeros(len(windows), np.int64))
     for index, item in enumerate(items):
         item["index"] = index
     return {"model": name, "model_version": forecaster.version, "predictions": items}
-
-
-def _sub(field: str, key: str) -> str:
-    return key if field == "body" else f"{field}.{key}"

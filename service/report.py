@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from rul.batch import quantile_columns, quantile_level
 from rul.forecaster import quantile_column
 from rul.schedule import schedule
 from rul.schema import ASSET_ID
@@ -66,14 +67,14 @@ def fleet_report(store: Store, settings: Settings, params: Mapping[str, Any]
         page = render_schedule_report(table, top_n=top_n, lead_time=lead_time,
                                       threshold=settings.alert_threshold)
         return CONTENT_TYPES[fmt], page.encode()
-    levels = [c for c in table.columns if c.startswith("rul_q")]
+    levels = {column: f"{quantile_level(column):g}" for column in quantile_columns(table)}
     assets = []
     for record in table.to_dict("records"):
         quantiles = {}
-        for column in levels:
+        for column, level in levels.items():
             value = record.pop(column)
             if value == value:  # NaN where another model has other quantile levels
-                quantiles[f"{float(column[5:]) / 100:g}"] = value
+                quantiles[level] = value
         assets.append({**record, "rul_quantiles": quantiles})
     return CONTENT_TYPES[fmt], {
         "generated_at": storage.now(), "lead_time": lead_time,

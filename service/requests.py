@@ -59,17 +59,15 @@ def require_object(value: Any, field: str, keys: Sequence[str], optional: Sequen
     unknown = [k for k in value if k not in keys and k not in optional]
     if unknown:
         raise bad_request(f"unknown field {unknown[0]!r} in {field}; allowed: "
-                          f"{sorted([*keys, *optional])}", _join(field, unknown[0]))
+                          f"{sorted([*keys, *optional])}", subfield(field, unknown[0]))
     return value
 
 
 def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows: int,
-                    cycle: str = "optional") -> Readings:
-    """A list of readings objects keyed by feature name -> Readings.
-
-    `cycle`: "required" (streamed readings), "optional" (checked when present: non-negative
-    integers, strictly increasing) or "forbidden".
-    """
+                    cycle_required: bool = False) -> Readings:
+    """A list of readings objects keyed by feature name -> Readings. `cycle` is checked when
+    present (non-negative integers, strictly increasing) and, for streamed readings
+    (`cycle_required`), needed on every row."""
     if not isinstance(rows, list):
         raise bad_request(f"{field} must be a list of readings objects; got {_json_type(rows)}",
                           field)
@@ -78,9 +76,7 @@ def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows:
     if len(rows) > max_rows:
         raise too_large(f"{field} has {len(rows)} rows; at most {max_rows} per call "
                         "(RUL_MAX_ROWS)", field)
-    allowed = set(features)
-    if cycle != "forbidden":
-        allowed.add(CYCLE)
+    allowed = {*features, CYCLE}
     table: list[Any] = []
     cycles: list[Any] = []
     pick = itemgetter(*features) if len(features) > 1 else (lambda row: (row[features[0]],))
@@ -101,7 +97,7 @@ def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows:
                                   f"features are {list(features)}", f"{field}[{i}].{unknown[0]}")
         if CYCLE in row:
             cycles.append(row[CYCLE])
-        elif cycle == "required":
+        elif cycle_required:
             raise bad_request(f"{field}[{i}] lacks 'cycle' (streamed readings are keyed by "
                               "asset and cycle)", f"{field}[{i}].cycle")
     values = _finite_matrix(table, features, field)
@@ -254,7 +250,8 @@ def _cycles(cycles: list[Any], field: str) -> np.ndarray:
     return array
 
 
-def _join(field: str, key: str) -> str:
+def subfield(field: str, key: str) -> str:
+    """The path of `key` inside `field` (top-level keys of the body stand alone)."""
     return key if field == "body" else f"{field}.{key}"
 
 

@@ -112,7 +112,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     from gunicorn.app.base import BaseApplication
 
     prepare(settings)
-    if not settings.api_keys:
+    if not settings.auth_enabled:
         log.warning("no API keys configured (RUL_API_KEYS): every endpoint is open")
     options = gunicorn_options(settings, access_log=access_log)
 

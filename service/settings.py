@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from rul.forecaster import default_model_path
 class Settings:
     """Everything the service reads from its environment."""
 
-    model: Path = field(default_factory=default_model_path)
+    model: Path = field(default_factory=lambda: default_model_path({}))
     models_dir: Path | None = None
     db: Path = Path("rul-service.db")
     api_keys: tuple[str, ...] = ()
@@ -54,7 +54,8 @@ class Settings:
     max_assets: int = 10_000
     max_rows: int = 100_000
     history_limit: int = 1000
-    ort_threads: int = 1
+    ort_threads: int | None = None
+    """None: the cores divided among the workers (`threads_per_worker`)."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
@@ -63,62 +64,80 @@ class Settings:
     def auth_enabled(self) -> bool:
         return bool(self.api_keys)
 
+    @property
+    def threads_per_worker(self) -> int:
+        """onnxruntime intra-op threads in each worker."""
+        return self.ort_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """These settings with the non-None values of `overrides` (e.g. `rul serve` flags)."""
         return _checked(replace(self, **{k: v for k, v in overrides.items() if v is not None}))
 
 
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+# Setting -> (its environment variable, the parser of the variable's text): the one table
+# that from_env reads, to_env writes and error messages name.
+VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "model": ("RUL_MODEL", _path),
+    "models_dir": ("RUL_MODELS_DIR", _path),
+    "db": ("RUL_DB", _path),
+    "api_keys": ("RUL_API_KEYS", _split),
+    "webhook_urls": ("RUL_WEBHOOK_URLS", _split),
+    "webhook_secret": ("RUL_WEBHOOK_SECRET", str),
+    "alert_threshold": ("RUL_ALERT_THRESHOLD", float),
+    "webhook_timeout": ("RUL_WEBHOOK_TIMEOUT", float),
+    "webhook_max_backoff": ("RUL_WEBHOOK_MAX_BACKOFF", float),
+    "max_body_bytes": ("RUL_MAX_BODY_BYTES", int),
+    "max_assets": ("RUL_MAX_ASSETS", int),
+    "max_rows": ("RUL_MAX_ROWS", int),
+    "history_limit": ("RUL_HISTORY_LIMIT", int),
+    "ort_threads": ("RUL_ORT_THREADS", int),
+    "host": ("RUL_HOST", str),
+    "port": ("RUL_PORT", int),
+    "workers": ("RUL_WORKERS", int),
+}
+_FLAGS = {"model": "--model", "models_dir": "--models-dir", "db": "--db",
+          "ort_threads": "--threads", "host": "--host", "port": "--port",
+          "workers": "--workers"}
+_POSITIVE = ("max_body_bytes", "max_assets", "max_rows", "history_limit", "ort_threads",
+             "workers", "webhook_timeout", "webhook_max_backoff")
+
+
+def variable(name: str) -> str:
+    """How an error names a setting: its variable, and its `rul serve` flag if it has one."""
+    flag = _FLAGS.get(name)
+    return VARIABLES[name][0] + (f" ({flag})" if flag else "")
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from environment variables (see the module table); unset ones keep defaults."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return value.strip() if value is not None and value.strip() else None
-
-    values["model"] = default_model_path(env)
-    paths = {"models_dir": "RUL_MODELS_DIR", "db": "RUL_DB"}
-    for key, name in paths.items():
-        if (value := get(name)) is not None:
-            values[key] = Path(value).expanduser()
-    numbers = {
-        "alert_threshold": ("RUL_ALERT_THRESHOLD", float),
-        "webhook_timeout": ("RUL_WEBHOOK_TIMEOUT", float),
-        "webhook_max_backoff": ("RUL_WEBHOOK_MAX_BACKOFF", float),
-        "max_body_bytes": ("RUL_MAX_BODY_BYTES", int),
-        "max_assets": ("RUL_MAX_ASSETS", int),
-        "max_rows": ("RUL_MAX_ROWS", int),
-        "history_limit": ("RUL_HISTORY_LIMIT", int),
-        "ort_threads": ("RUL_ORT_THREADS", int),
-        "port": ("RUL_PORT", int),
-        "workers": ("RUL_WORKERS", int),
-    }
-    for key, (name, kind) in numbers.items():
-        if (value := get(name)) is not None:
-            try:
-                values[key] = kind(value)
-            except ValueError:
-                raise ConfigError(f"{name}={value!r} is not {_kind_name(kind)}") from None
-    if (value := get("RUL_HOST")) is not None:
-        values["host"] = value
-    if (value := get("RUL_WEBHOOK_SECRET")) is not None:
-        values["webhook_secret"] = value
-    if (value := get("RUL_WEBHOOK_URLS")) is not None:
-        values["webhook_urls"] = _split(value)
-    keys = _split(get("RUL_API_KEYS") or "")
-    if (keys_file := get("RUL_API_KEYS_FILE")) is not None:
-        keys += read_keys_file(Path(keys_file).expanduser())
+    values: dict[str, Any] = {"model": default_model_path(env)}
+    for name, (var, parse) in VARIABLES.items():
+        text = env.get(var, "").strip()
+        if not text or name == "model":
+            continue
+        try:
+            values[name] = parse(text)
+        except ValueError:
+            kind = "an integer" if parse is int else "a number"
+            raise ConfigError(f"{var}={text!r} is not {kind}") from None
+    keys = values.get("api_keys", ())
+    if keys_file := env.get("RUL_API_KEYS_FILE", "").strip():
+        keys += read_keys_file(_path(keys_file))
     for key in keys:
         if "," in key or any(c.isspace() for c in key) or not key.isprintable():
             raise ConfigError("API keys must be printable, without commas or spaces (they "
                               f"travel in one header and one comma-separated variable); "
                               f"a key of {len(key)} characters is not")
-    if keys:
-        values["api_keys"] = tuple(dict.fromkeys(keys))
-    if "ort_threads" not in values:
-        workers = values.get("workers", Settings.workers)
-        values["ort_threads"] = max(1, (os.cpu_count() or 1) // max(1, workers))
+    values["api_keys"] = tuple(dict.fromkeys(keys))
     return _checked(Settings(**values))
 
 
@@ -134,50 +153,25 @@ def read_keys_file(path: Path) -> tuple[str, ...]:
 
 def to_env(settings: Settings) -> dict[str, str]:
     """The environment that reproduces `settings` in another process (gunicorn's workers)."""
-    names = {
-        "model": "RUL_MODEL", "models_dir": "RUL_MODELS_DIR", "db": "RUL_DB",
-        "alert_threshold": "RUL_ALERT_THRESHOLD", "webhook_timeout": "RUL_WEBHOOK_TIMEOUT",
-        "webhook_max_backoff": "RUL_WEBHOOK_MAX_BACKOFF", "max_body_bytes": "RUL_MAX_BODY_BYTES",
-        "max_assets": "RUL_MAX_ASSETS", "max_rows": "RUL_MAX_ROWS",
-        "history_limit": "RUL_HISTORY_LIMIT", "ort_threads": "RUL_ORT_THREADS",
-        "host": "RUL_HOST", "port": "RUL_PORT", "workers": "RUL_WORKERS",
-        "webhook_secret": "RUL_WEBHOOK_SECRET",
-    }
     env = {}
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if f.name in names and value is not None:
-            env[names[f.name]] = str(value)
-    env["RUL_API_KEYS"] = ",".join(settings.api_keys)
-    env["RUL_WEBHOOK_URLS"] = ",".join(settings.webhook_urls)
+    for name, (var, _) in VARIABLES.items():
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            env[var] = ",".join(value)
+        elif value is not None:
+            env[var] = str(value)
     return env
 
 
-def _split(value: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _kind_name(kind: type) -> str:
-    return "an integer" if kind is int else "a number"
-
-
-_VARIABLES = {
-    "max_body_bytes": "RUL_MAX_BODY_BYTES", "max_assets": "RUL_MAX_ASSETS",
-    "max_rows": "RUL_MAX_ROWS", "history_limit": "RUL_HISTORY_LIMIT",
-    "ort_threads": "RUL_ORT_THREADS (--threads)", "workers": "RUL_WORKERS (--workers)",
-    "webhook_timeout": "RUL_WEBHOOK_TIMEOUT", "webhook_max_backoff": "RUL_WEBHOOK_MAX_BACKOFF",
-}
-
-
 def _checked(settings: Settings) -> Settings:
-    for name, variable in _VARIABLES.items():
+    for name in _POSITIVE:
         value = getattr(settings, name)
-        if not value > 0 or not math.isfinite(value):
-            raise ConfigError(f"{variable} must be a positive number; got {value}")
+        if value is not None and (not value > 0 or not math.isfinite(value)):
+            raise ConfigError(f"{variable(name)} must be a positive number; got {value}")
     if not 0.0 < settings.alert_threshold <= 1.0:
         raise ConfigError(f"RUL_ALERT_THRESHOLD must be in (0, 1]; got {settings.alert_threshold}")
     if not 0 < settings.port < 65536:
-        raise ConfigError(f"RUL_PORT (--port) must be in 1..65535; got {settings.port}")
+        raise ConfigError(f"{variable('port')} must be in 1..65535; got {settings.port}")
     for url in settings.webhook_urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"RUL_WEBHOOK_URLS: {url!r} is not an http(s) URL")

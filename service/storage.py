@@ -11,8 +11,8 @@ Tables (schema version in PRAGMA user_version):
 - readings: (asset_id, cycle) -> the reading as sent, a JSON object by feature name.
 - forecasts: (asset_id, cycle, model) -> rul, rul_quantiles (JSON), failure_probability, ...
 - alerts: every alert ever raised, with its payload.
-- outbox: one row per (alert, webhook URL) until delivered; leases stop two workers sending
-  the same row at once.
+- outbox: one row per (alert, webhook URL), its delivery state (the body is the alert's
+  payload); leases stop two workers sending the same row at once.
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id TEXT NOT NULL REFERENCES alerts (alert_id),
     url TEXT NOT NULL,
-    payload TEXT NOT NULL,
     created_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
@@ -301,9 +300,8 @@ def insert_alert(conn: sqlite3.Connection, alert: dict[str, Any], urls: Sequence
                  " payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (alert["alert_id"], alert["asset_id"], alert["cycle"],
                   alert["failure_probability"], alert["threshold"], payload, now))
-    conn.executemany("INSERT INTO outbox (alert_id, url, payload, created_at, next_attempt_at)"
-                     " VALUES (?, ?, ?, ?, ?)",
-                     [(alert["alert_id"], url, payload, now, now) for url in urls])
+    conn.executemany("INSERT INTO outbox (alert_id, url, created_at, next_attempt_at)"
+                     " VALUES (?, ?, ?, ?)", [(alert["alert_id"], url, now, now) for url in urls])
 
 
 def list_alerts(conn: sqlite3.Connection, asset_id: str | None, limit: int
@@ -323,9 +321,10 @@ def claim_due(conn: sqlite3.Connection, now: float, lease_seconds: float, limit:
     """Lease up to `limit` undelivered, due outbox rows: (id, alert_id, url, payload, attempts).
     Call inside a transaction; a lease that expires (its worker died) frees the row again."""
     rows = conn.execute(
-        "SELECT id, alert_id, url, payload, attempts FROM outbox WHERE delivered_at IS NULL AND"
-        " next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id"
-        " LIMIT ?", (now, now, limit)).fetchall()
+        "SELECT o.id, o.alert_id, o.url, a.payload, o.attempts FROM outbox o JOIN alerts a"
+        " USING (alert_id) WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ? AND"
+        " (o.lease_until IS NULL OR o.lease_until <= ?) ORDER BY o.id LIMIT ?",
+        (now, now, limit)).fetchall()
     conn.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?",
                      [(now + lease_seconds, row[0]) for row in rows])
     return rows

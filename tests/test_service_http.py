@@ -359,6 +359,8 @@ def test_metrics_count_requests_across_workers(server: ServiceProcess) -> None:
     text = server.request("GET", "/metrics").body.decode()
     assert 'rul_inference_seconds_count{model="cmapss-fd001"}' in text
     assert "rul_http_request_duration_seconds_bucket" in text
+    assert 'route="/v1/assets/{asset_id}/readings"' in text  # templates, not raw paths
+    assert "engine-1" not in text
     assert 'rul_alert_deliveries_total{outcome="sent"}' in text
 
 

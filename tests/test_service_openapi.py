@@ -27,15 +27,14 @@ from typing import Any
 import hypothesis
 import numpy as np
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from service_helpers import API_KEY, Answer, ServiceProcess
 
 from rul.simulate import SimulationConfig, simulate_fleet
 from service import openapi
-
-schemathesis = pytest.importorskip("schemathesis")
+from tests.service_helpers import API_KEY, Answer, ServiceProcess
 
 MAX_EXAMPLES = 30
 """Hypothesis examples per operation and kind of data."""
