@@ -1,21 +1,25 @@
 """Batch forecasts over a whole fleet file, read in chunks with bounded memory.
 
 `forecast_file` streams a fleet file (CSV, Parquet, C-MAPSS text) in chunks. Each chunk goes
-through the data layer's own boundary check (`rul.fleet.validate_fleet`, through the same
-helpers `rul.loaders.read_fleet` uses, with line/row numbers counted over the whole file), and
-only the last `window` readings of each asset are kept, in one ring buffer per asset: memory
-grows with the number of assets, never with the number of rows. At the end, every asset's last
-window goes through the model in large batches, in asset order and in the same batches as
+through the data layer's own checks (`rul.fleet.check_rows`, the rules and messages of
+`validate_fleet`, with line/row numbers counted over the whole file) of the columns a forecast
+reads: asset_id, cycle and the model's features. Other columns are not read from Parquet and
+not checked: a broken channel the model does not use does not stop a forecast. Only the last
+`window` readings of each asset are kept, in one ring buffer per asset: memory grows with the
+number of assets, never with the number of rows. At the end, every asset's last window goes
+through the model in large batches, in asset order and in the same batches as
 `Forecaster.forecast_fleet`, so the numbers are exactly those of loading the whole file.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +29,14 @@ import numpy as np
 import pandas as pd
 
 from rul.errors import ConfigError, DataError
-from rul.fleet import Fleet, Locator
+from rul.fleet import CheckedRows, Locator, check_rows
 from rul.forecaster import Forecaster
 from rul.loaders import (
     FleetColumns,
+    _canonical_names,
     _check_unit_numbers,
     _cmapss_fleet,
+    _cmapss_names,
     _columns_to_fleet,
     _parser_error,
 )
@@ -39,6 +45,7 @@ from rul.schema import ASSET_ID, CYCLE
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
+    "default_threads",
     "forecast_file",
     "forecast_file_rows",
     "quantile_columns",
@@ -52,16 +59,23 @@ _QUANTILE = re.compile(r"rul_q(\d+(?:\.\d+)?)")
 # --------------------------------------------------------------------------- streaming forecast
 
 
+def default_threads() -> int:
+    """onnxruntime threads for a streamed forecast: one core fewer than this process may use,
+    as the reading runs beside the model (on 2 cores, 1 thread is ~15 % faster end to end
+    than 2: bench/forecast_speed.py)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def forecast_file(model: Forecaster, path: Path | str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   columns: FleetColumns | None = None, progress: bool = False) -> pd.DataFrame:
     """Forecast every asset of a fleet file at its last cycle, reading it in chunks.
 
     Same input files and same answer as `model.forecast_fleet(read_fleet(path, columns))`: one
     row per asset, sorted by asset_id, with asset_id, last_cycle, rul, rul_q<level>...,
-    failure_probability, cycles_padded. Every chunk is validated like a whole file; in addition,
-    an asset whose cycles do not keep increasing from one chunk to the next is a DataError
-    naming the file, line (or row), asset and column. `progress` writes one status line per
-    chunk to stderr when stderr is a terminal.
+    failure_probability, cycles_padded. The columns it reads are checked in every chunk as in a
+    whole file; in addition, an asset whose cycles do not keep increasing from one chunk to the
+    next is a DataError naming the file, line (or row), asset and column. `progress` writes one
+    status line per chunk to stderr when stderr is a terminal.
     """
     return forecast_file_rows(model, path, chunk_rows=chunk_rows, columns=columns,
                               progress=progress)[0]
@@ -74,39 +88,46 @@ def forecast_file_rows(model: Forecaster, path: Path | str, *,
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ConfigError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     show = _Progress(progress)
-    buffers = _LastWindows(model.window, len(model.features))
+    buffers = _LastWindows(model.window, model.features)
+    early = _EarlyBatches(model)
     rows, cmapss = 0, None
-    for chunk in _fleet_chunks(Path(path), chunk_rows, columns or FleetColumns()):
-        fleet = chunk.fleet
-        if rows == 0:
-            missing = [c for c in model.features if c not in fleet.frame.columns]
-            if missing:
-                raise DataError(f"missing columns {missing} that the model needs",
-                                file=fleet.source)
-        buffers.add(chunk, fleet.frame[model.features].to_numpy(dtype=np.float32))
-        rows += len(fleet.frame)
-        show.update(rows, buffers.n_assets, chunk.done)
-        if chunk.cmapss:  # C-MAPSS numbers its units 1..N: checked once all are known
-            cmapss = Locator(chunk.locator.source, "line", 1)
-    if cmapss is not None:
-        _check_unit_numbers(buffers.id_array(), cmapss)
-    show.update(rows, buffers.n_assets, 1.0, end=f", predicting {buffers.n_assets:,} windows")
-    result = buffers.forecast(model)
+    try:
+        for chunk in _fleet_chunks(Path(path), chunk_rows, columns or FleetColumns(),
+                                   model.features):
+            keys = buffers.add(chunk)
+            early.after_chunk(buffers, keys, in_order=chunk.rows.order is None)
+            rows += len(chunk.raw)
+            show.update(rows, buffers.n_assets, chunk.done)
+            if chunk.cmapss:  # C-MAPSS numbers its units 1..N: checked once all are known
+                cmapss = Locator(chunk.locator.source, "line", 1)
+        if cmapss is not None:
+            _check_unit_numbers(buffers.id_array(), cmapss)
+        show.update(rows, buffers.n_assets, 1.0,
+                    end=f", predicting {buffers.n_assets:,} windows")
+        result = buffers.forecast(model, early)
+    finally:
+        early.close()
     show.finish(rows, len(result))
     return result, rows
+
+
+_PAGE_BITS = 13
+_PAGE = 1 << _PAGE_BITS
+"""Assets per page of window buffers: pages are added, never copied, as the fleet grows."""
 
 
 class _LastWindows:
     """Per asset: its last `window` readings (a ring), how many it has, its last cycle."""
 
-    def __init__(self, window: int, n_features: int, capacity: int = 1024) -> None:
+    def __init__(self, window: int, features: Sequence[str]) -> None:
         self.window = window
+        self.features = list(features)
         self.slots: dict[Any, int] = {}  # asset_id -> index into the arrays below
         self.ids: list[Any] = []
         self.text_ids: bool | None = None  # asset ids are strings (decided by the first chunk)
-        self.ring = np.empty((capacity, window, n_features), dtype=np.float32)
-        self.seen = np.zeros(capacity, dtype=np.int64)
-        self.last_cycle = np.zeros(capacity, dtype=np.int64)
+        self.pages: list[np.ndarray] = []  # [_PAGE, window, features] rings
+        self.seen = np.zeros(0, dtype=np.int64)
+        self.last_cycle = np.zeros(0, dtype=np.int64)
 
     @property
     def n_assets(self) -> int:
@@ -115,32 +136,42 @@ class _LastWindows:
     def id_array(self) -> np.ndarray:
         return np.array(self.ids, dtype=object if self.text_ids else np.int64)
 
-    def add(self, chunk: _Chunk, values: np.ndarray) -> None:
-        """One validated chunk (grouped by asset, cycles increasing within it); `values` are
-        its model inputs, row for row."""
-        fleet = chunk.fleet
-        ids = fleet.frame[ASSET_ID].to_numpy()
-        cycles = fleet.frame[CYCLE].to_numpy()
+    def add(self, chunk: _Chunk) -> list[Any]:
+        """One checked chunk (cycles increase within each of its assets); returns its assets'
+        keys in the order the chunk holds them (asset order)."""
+        checked, order = chunk.rows, chunk.rows.order
+        ids, cycles = checked.asset_ids, checked.cycles
+        if order is not None:  # rows grouped by asset, in asset order
+            ids, cycles = ids[order], cycles[order]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         lengths = np.diff(np.r_[starts, len(ids)])
         keys = self._keys(ids[starts])
         slots, new = self._slots(keys)
         # Across chunks, each asset's cycles must keep increasing, as within one.
-        old = ~new
-        bad = old & (cycles[starts] <= self.last_cycle[slots])
+        bad = ~new & (cycles[starts] <= self.last_cycle[slots])
         if bad.any():
             k = int(np.argmax(bad))
             raise _cross_chunk_error(chunk, keys[k], int(cycles[starts[k]]),
                                      int(self.last_cycle[slots[k]]))
-        # Only each asset's last `window` rows of the chunk can still be part of its window.
-        group = np.repeat(np.arange(len(starts)), lengths)
-        within = np.arange(len(ids)) - starts[group]
-        keep = np.flatnonzero(within >= lengths[group] - self.window)
-        slot_of = slots[group[keep]]
-        position = (self.seen[slot_of] + within[keep]) % self.window
-        self.ring[slot_of, position] = values[keep]
+        # Only each asset's last `window` rows of the chunk can still be part of its window,
+        # about a quarter of a typical chunk: the arithmetic below runs on those rows alone.
+        n_keep = np.minimum(lengths, self.window)
+        group = np.repeat(np.arange(len(starts)), n_keep)
+        first_kept = np.cumsum(n_keep) - n_keep
+        within = (lengths - n_keep)[group] + np.arange(len(group)) - first_kept[group]
+        slot_of = slots[group]
+        position = (self.seen[slot_of] + within) % self.window
+        rows = starts[group] + within
+        source = rows if order is None else order[rows]
+        by_feature = np.empty((len(self.features), len(rows)), dtype=np.float32)
+        for j, name in enumerate(self.features):  # contiguous writes: 4x faster than [:, j]
+            by_feature[j] = checked.values[name][source]
+        values = by_feature.T
+        for page, at in _by_page(slot_of):
+            self.pages[page][slot_of[at] & (_PAGE - 1), position[at]] = values[at]
         self.seen[slots] += lengths
         self.last_cycle[slots] = cycles[starts + lengths - 1]
+        return keys
 
     def _keys(self, ids: np.ndarray) -> list[Any]:
         # A CSV chunk of numeric ids reads as integers, one with any text as strings; as for a
@@ -169,32 +200,108 @@ class _LastWindows:
         return slots, new
 
     def _reserve(self, n: int) -> None:
-        capacity = len(self.seen)
-        if n <= capacity:
-            return
-        capacity = max(n, 2 * capacity)
-        ring = np.empty((capacity, *self.ring.shape[1:]), dtype=np.float32)
-        ring[: len(self.ring)] = self.ring
-        self.ring = ring
-        self.seen = np.resize(self.seen, capacity)
-        self.last_cycle = np.resize(self.last_cycle, capacity)
+        while len(self.pages) * _PAGE < n:
+            self.pages.append(np.empty((_PAGE, self.window, len(self.features)), np.float32))
+        if n > len(self.seen):  # new assets start with no readings seen
+            grow = np.zeros(max(n, 2 * len(self.seen)) - len(self.seen), dtype=np.int64)
+            self.seen = np.concatenate([self.seen, grow])
+            self.last_cycle = np.concatenate([self.last_cycle, grow])
 
     def windows(self, slots: np.ndarray) -> np.ndarray:
         """[len(slots), window, features], oldest first; a short history repeats its first
         reading in front, as `rul.windowing.make_windows` pads."""
         history = self.seen[slots, None] - self.window + np.arange(self.window)
-        return self.ring[slots[:, None], np.maximum(history, 0) % self.window]
+        position = np.maximum(history, 0) % self.window
+        out = np.empty((len(slots), self.window, len(self.features)), dtype=np.float32)
+        for page, at in _by_page(slots):
+            out[at] = self.pages[page][(slots[at] & (_PAGE - 1))[:, None], position[at]]
+        return out
 
-    def forecast(self, model: Forecaster) -> pd.DataFrame:
+    def forecast(self, model: Forecaster, early: _EarlyBatches) -> pd.DataFrame:
         """Predict every asset's last window, in asset order and in the model's batches."""
         ids = self.id_array()
         order = np.argsort(ids, kind="stable")
         # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
         size = model.batch_size
-        pred = Prediction.concatenate([model.predict_windows(self.windows(order[i:i + size]))
-                                       for i in range(0, len(order), size)])
+        pred = Prediction.concatenate([
+            early.get(k, slots, self.seen[slots])
+            or model.predict_windows(self.windows(slots))
+            for k, slots in enumerate(order[i:i + size] for i in range(0, len(order), size))])
         return model.forecast_table(ids[order], self.last_cycle[order], pred,
                                     np.maximum(self.window - self.seen[order], 0))
+
+
+def _by_page(slots: np.ndarray) -> Iterator[tuple[int, slice | np.ndarray]]:
+    """(page, the positions of `slots` on it) for every page the slots touch."""
+    pages = slots >> _PAGE_BITS
+    low, high = int(pages.min(initial=0)), int(pages.max(initial=0))
+    if low == high:
+        yield low, slice(None)
+        return
+    for page in range(low, high + 1):
+        at = np.flatnonzero(pages == page)
+        if len(at):
+            yield page, at
+
+
+class _EarlyBatches:
+    """Model batches predicted while the rest of the file is still being read.
+
+    In a file in asset order (the usual layout) every asset but a chunk's last is complete, so
+    the first batches of the final asset order are known early. They are predicted in one
+    background thread (onnxruntime and pyarrow release the GIL) while the next chunks are read,
+    which hides most of the model's time behind the reading. At the end a batch is used only if
+    the final batch holds exactly its assets, each with exactly as many readings seen (so the
+    same windows); anything else (a file out of asset order, an asset that comes back later) is
+    predicted then, so the answer never depends on the file's layout.
+    """
+
+    AHEAD = 2
+    """Batches in flight at most: bounded memory, and the reading never waits long."""
+
+    def __init__(self, model: Forecaster, enabled: bool = True) -> None:
+        self.model = model
+        self.size = model.batch_size
+        self.enabled = enabled
+        self.batches: list[tuple[np.ndarray, np.ndarray, Future[Prediction]]] = []
+        self.last_key: Any = None
+        self.text_ids: bool | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rul-forecast")
+
+    def after_chunk(self, buffers: _LastWindows, keys: list[Any], in_order: bool) -> None:
+        """Predict the batches that the assets read so far complete, while in asset order."""
+        if not self.enabled:
+            return
+        if self.text_ids is None:
+            self.text_ids = buffers.text_ids
+        # Slots are numbered in first-seen order, which is asset order only while every chunk
+        # is in asset order and starts at or after the asset the previous one ended with.
+        if (not in_order or buffers.text_ids != self.text_ids
+                or (self.last_key is not None and keys[0] < self.last_key)):
+            self.enabled = False
+            return
+        self.last_key = keys[-1]
+        complete = buffers.n_assets - 1  # the last asset may go on in the next chunk
+        while (len(self.batches) + 1) * self.size <= complete:
+            first = len(self.batches) * self.size
+            slots = np.arange(first, first + self.size)
+            if len(self.batches) >= self.AHEAD:
+                self.batches[-self.AHEAD][2].result()  # wait: at most AHEAD in flight
+            windows = buffers.windows(slots)
+            self.batches.append((slots, buffers.seen[slots].copy(),
+                                 self.pool.submit(self.model.predict_windows, windows)))
+
+    def get(self, k: int, slots: np.ndarray, seen: np.ndarray) -> Prediction | None:
+        """Batch `k`'s early prediction if it was made from these very windows, else None."""
+        if k >= len(self.batches):
+            return None
+        early_slots, early_seen, prediction = self.batches[k]
+        if np.array_equal(early_slots, slots) and np.array_equal(early_seen, seen):
+            return prediction.result()
+        return None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _cross_chunk_error(chunk: _Chunk, asset: Any, cycle: int, previous: int) -> DataError:
@@ -209,32 +316,32 @@ def _cross_chunk_error(chunk: _Chunk, asset: Any, cycle: int, previous: int) -> 
 
 @dataclass(frozen=True)
 class _Chunk:
-    """One validated chunk of a fleet file, and where it sits in the file."""
+    """One checked chunk of a fleet file, and where it sits in the file."""
 
-    fleet: Fleet
+    rows: CheckedRows
     raw: pd.DataFrame
-    """The rows as read (file column names), to find a row's place in file order."""
+    """The rows as read (asset_id and cycle by those names), to find a row's place."""
     locator: Locator
     """Locates a 0-based position of this chunk in the whole file."""
-    id_column: str
-    cycle_column: str
     done: float
     """Share of the file read so far (bytes or rows), for progress."""
     cmapss: bool
 
     def position(self, asset: Any, cycle: int) -> int:
         """0-based position in the chunk of `asset`'s row at `cycle` (the fleet is reordered)."""
-        ids = self.raw[self.id_column]
+        ids = self.raw[ASSET_ID]
         same = ids.astype(str).to_numpy() == str(asset)
         if not same.any():  # numeric ids spelt another way (7.0 for 7)
             number = pd.to_numeric(str(asset), errors="coerce")
             same = pd.to_numeric(ids, errors="coerce").to_numpy() == number
-        cycles = pd.to_numeric(self.raw[self.cycle_column], errors="coerce").to_numpy()
+        cycles = pd.to_numeric(self.raw[CYCLE], errors="coerce").to_numpy()
         return int(np.argmax(same & (cycles == cycle)))
 
 
-def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns) -> Iterator[_Chunk]:
-    """Validated chunks of a fleet file, by the same rules and messages as `read_fleet`."""
+def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns,
+                  features: Sequence[str]) -> Iterator[_Chunk]:
+    """Chunks of a fleet file with asset_id, cycle and `features` checked, by the same rules
+    and messages as `read_fleet`."""
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     name = path.name.lower()
@@ -244,26 +351,29 @@ def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns) -> Iterato
         frames = _text_frames(path, chunk_rows, Locator(str(path), kind, first), cmapss)
     elif name.endswith((".parquet", ".pq")):
         kind, first = "row", 1
-        frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first))
+        wanted = [columns.asset_id, columns.cycle, *features]
+        frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first), wanted)
     else:
         raise DataError("unknown file type; expected .csv, .csv.gz, .parquet, .pq, .txt or "
                         ".txt.gz", file=str(path))
-    names = (ASSET_ID, CYCLE) if cmapss else (columns.asset_id, columns.cycle)
-
-    def validated(raw: pd.DataFrame, locator: Locator) -> Fleet:
-        return _cmapss_fleet(raw, locator) if cmapss else _columns_to_fleet(raw, columns, locator)
+    def checked(raw: pd.DataFrame, locator: Locator, done: float) -> _Chunk:
+        raw = _cmapss_names(raw, locator) if cmapss else _canonical_names(raw, columns, locator)
+        missing = [c for c in features if c not in raw.columns]
+        if missing:
+            raise DataError(f"missing columns {missing} that the model needs", file=str(path))
+        return _Chunk(check_rows(raw, features, locator), raw, locator, done, cmapss)
 
     start, empty = 0, pd.DataFrame()
     for raw, done in frames:
         if len(raw) == 0:
             empty = raw
             continue
-        locator = Locator(str(path), kind, first + start)
-        yield _Chunk(validated(raw, locator), raw, locator, *names, done, cmapss)
+        yield checked(raw, Locator(str(path), kind, first + start), done)
         start += len(raw)
     if start == 0:  # no rows at all: the data layer's own message (missing columns, no rows)
-        validated(empty, Locator(str(path), kind, first))
-        raise Locator(str(path), kind, first).error("no rows")
+        locator = Locator(str(path), kind, first)
+        _cmapss_fleet(empty, locator) if cmapss else _columns_to_fleet(empty, columns, locator)
+        raise locator.error("no rows")
 
 
 @contextmanager
@@ -296,9 +406,10 @@ def _text_frames(path: Path, chunk_rows: int, locator: Locator,
                 yield raw, min(handle.tell() / size, 1.0)
 
 
-def _parquet_frames(path: Path, chunk_rows: int,
-                    locator: Locator) -> Iterator[tuple[pd.DataFrame, float]]:
-    """A Parquet file in record batches (the whole schema's columns, as `pd.read_parquet`).
+def _parquet_frames(path: Path, chunk_rows: int, locator: Locator,
+                    wanted: Sequence[str]) -> Iterator[tuple[pd.DataFrame, float]]:
+    """A Parquet file in record batches: the columns `wanted`, or every column when one of
+    them is missing (the data layer's message then lists what the file has).
 
     pyarrow decodes a row group at a time, so memory here is bounded by the file's row-group
     size as well as by `chunk_rows` (pyarrow writes up to 1Mi rows per group by default).
@@ -314,11 +425,15 @@ def _parquet_frames(path: Path, chunk_rows: int,
         file = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
     try:
         total, read = max(file.metadata.num_rows, 1), 0
-        batches = file.iter_batches(batch_size=chunk_rows)
+        selected = list(dict.fromkeys(wanted))
+        if not set(selected) <= set(file.schema_arrow.names):
+            selected = None
+        batches = file.iter_batches(batch_size=chunk_rows, columns=selected)
         while True:
             with _parquet_errors(locator):
                 batch = next(batches, None)
-                raw = None if batch is None else batch.to_pandas()
+                # One array per column (no consolidated copy): columns are checked one by one.
+                raw = None if batch is None else batch.to_pandas(split_blocks=True)
             if raw is None:
                 break
             read += len(raw)

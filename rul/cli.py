@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int, default=200_000)
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask cluster: 'local', or "
                    "a scheduler address such as tcp://HOST:8786 (partitioned Parquet/CSV)")
-    p.add_argument("--threads", type=int, help="onnxruntime threads (per worker with Dask)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: one fewer than "
+                   "the cores, as the reading runs beside the model; 1 per Dask worker)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_forecast)

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from rul.errors import ConfigError, DataError, RulError
+from rul.fleet import Locator, validate_fleet
 from rul.forecaster import Forecaster, quantile_column
-from rul.loaders import FleetColumns, fleet_from_dataframe
+from rul.loaders import FleetColumns, _canonical_names
 from rul.schema import ASSET_ID
 
 __all__ = ["LOCAL", "forecast_distributed", "forecast_distributed_rows", "forecast_partition"]
@@ -46,12 +47,19 @@ def forecast_partition(frame: pd.DataFrame, model_path: Path | str,
                        source: str = "<partition>") -> pd.DataFrame:
     """Forecast every asset of one long-format frame that holds all of its assets' rows.
 
-    The data layer's check (`fleet_from_dataframe`: DataError naming row, asset and column,
-    rows counted from 1 within `frame`), then `Forecaster.forecast_fleet` with this process's
-    cached model (one onnxruntime session per process, model path, `threads` and `batch_size`).
+    The data layer's check of the columns a forecast reads, as `rul.batch.forecast_file` does
+    (asset_id, cycle and the model's features: DataError naming row, asset and column, rows
+    counted from 1 within `frame`), then `Forecaster.forecast_fleet` with this process's cached
+    model (one onnxruntime session per process, model path, `threads` and `batch_size`).
     """
-    fleet = fleet_from_dataframe(frame, columns, source)
-    return cached_forecaster(model_path, threads, batch_size).forecast_fleet(fleet)
+    model = cached_forecaster(model_path, threads, batch_size)
+    locator = Locator(source, "row", 1)
+    raw = _canonical_names(frame, columns or FleetColumns(), locator)
+    missing = [c for c in model.features if c not in raw.columns]
+    if missing:
+        raise DataError(f"missing columns {missing} that the model needs", file=source)
+    # The model's inputs whatever their kind: forecast_fleet reads them by name.
+    return model.forecast_fleet(validate_fleet(raw, (), model.features, locator))
 
 
 def cached_forecaster(model_path: Path | str, threads: int | None = 1,
@@ -95,7 +103,7 @@ def forecast_distributed_rows(model_path: Path | str, input_path: Path | str, *,
     dd, distributed = _import_dask()
     columns = columns or FleetColumns()
     model = Forecaster.load(model_path)  # fails here, before a cluster starts, if unreadable
-    frames = _read(dd, Path(input_path), columns)
+    frames = _read(dd, Path(input_path), columns, model.features)
     meta = _forecast_meta(model, frames.dtypes[columns.asset_id])
     with _client(distributed, scheduler) as client:
         ids = client.compute(frames[columns.asset_id].unique(), sync=True)
@@ -166,12 +174,16 @@ def _forecast_meta(model: Forecaster, id_dtype: Any) -> pd.DataFrame:
         "cycles_padded": pd.Series(dtype=np.int64)})
 
 
-def _read(dd: Any, path: Path, columns: FleetColumns) -> Any:
-    """A dask DataFrame of a Parquet/CSV file, directory of part files or glob."""
+def _read(dd: Any, path: Path, columns: FleetColumns, features: list[str]) -> Any:
+    """A dask DataFrame of a Parquet/CSV file, directory of part files or glob: the columns a
+    forecast reads (asset_id, cycle, `features`), as far as the files have them."""
     pattern, kind = _input_kind(path)
+    wanted = list(dict.fromkeys([columns.asset_id, columns.cycle, *features]))
     try:
         if kind == "parquet":
             frames = dd.read_parquet(pattern)
+            present = [c for c in wanted if c in frames.columns]
+            frames = dd.read_parquet(pattern, columns=present)  # the others are never decoded
         else:
             names = [pattern] if isinstance(pattern, str) else pattern
             gzipped = any(n.lower().endswith(".gz") for n in names)  # not splittable
@@ -183,7 +195,7 @@ def _read(dd: Any, path: Path, columns: FleetColumns) -> Any:
     if missing:
         raise DataError(f"missing columns {missing}; found {list(frames.columns)}",
                         file=str(path))
-    return frames
+    return frames[[c for c in wanted if c in frames.columns]]  # only these are shuffled
 
 
 def _input_kind(path: Path) -> tuple[str | list[str], str]:

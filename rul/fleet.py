@@ -86,22 +86,39 @@ def validate_fleet(
     if missing:
         raise locator.error(f"missing columns {missing}; found {list(raw.columns)}")
 
-    raw = raw.reset_index(drop=True)
-    asset_ids = _asset_ids(raw[ASSET_ID], locator)
-    columns = {ASSET_ID: asset_ids}
-    for name in [CYCLE, *settings, *sensors]:
-        columns[name] = _numeric(raw[name], name, asset_ids, locator)
-    cycles = columns[CYCLE]
-    order = _stable_asset_sort(asset_ids)
-    _check_cycles(cycles, asset_ids, order, locator)
-
-    frame = pd.DataFrame(columns)
-    frame[CYCLE] = cycles.astype(np.int64)
+    rows = check_rows(raw, [*settings, *sensors], locator)
+    frame = pd.DataFrame({ASSET_ID: rows.asset_ids, CYCLE: rows.cycles, **rows.values})
     if TIMESTAMP in raw.columns:
         frame.insert(2, TIMESTAMP, raw[TIMESTAMP].to_numpy())
-    # Stable by asset: cycles already increase within an asset in file order.
-    frame = frame.iloc[order].reset_index(drop=True)
+    if rows.order is not None:  # stable by asset: cycles already increase within an asset
+        frame = frame.iloc[rows.order].reset_index(drop=True)
     return Fleet(frame, tuple(settings), tuple(sensors), locator.source)
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """The checked columns of a long-format frame, rows in the frame's own order."""
+
+    asset_ids: np.ndarray
+    """int64, or object (str) when any id is text."""
+    cycles: np.ndarray
+    """int64, positive, increasing within each asset."""
+    values: dict[str, np.ndarray]
+    """float64 and finite, by column name."""
+    order: np.ndarray | None
+    """The stable sort of the rows by asset, or None when they are already in asset order."""
+
+
+def check_rows(raw: pd.DataFrame, names: Sequence[str], locator: Locator) -> CheckedRows:
+    """`validate_fleet`'s checks of asset_id, cycle and the columns `names`, by the same rules
+    and messages, without building a frame (rul.batch keeps only each asset's last rows)."""
+    raw = raw.reset_index(drop=True)
+    asset_ids = _asset_ids(raw[ASSET_ID], locator)
+    cycles = _cycle_numbers(raw[CYCLE], asset_ids, locator)
+    values = {name: _numeric(raw[name], name, asset_ids, locator) for name in names}
+    order = _stable_asset_sort(asset_ids)
+    _check_cycles(cycles, asset_ids, order, locator)
+    return CheckedRows(asset_ids, cycles.astype(np.int64, copy=False), values, order)
 
 
 def _asset_ids(column: pd.Series, locator: Locator) -> np.ndarray:
@@ -147,10 +164,16 @@ def _numeric(
     return values
 
 
-def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, by_asset: np.ndarray,
+def _cycle_numbers(column: pd.Series, asset_ids: np.ndarray, locator: Locator) -> np.ndarray:
+    if pd.api.types.is_integer_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.int64)  # no NaN, no fractions: nothing to convert
+    return _numeric(column, CYCLE, asset_ids, locator)
+
+
+def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, by_asset: np.ndarray | None,
                   locator: Locator) -> None:
-    fractional = cycles != np.floor(cycles)
-    if fractional.any():
+    fractional = cycles != np.floor(cycles) if cycles.dtype.kind == "f" else None
+    if fractional is not None and fractional.any():
         pos = int(np.argmax(fractional))
         raise locator.error(
             f"cycle must be an integer, got {cycles[pos]}", pos, asset=asset_ids[pos], column=CYCLE
@@ -165,13 +188,13 @@ def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, by_asset: np.ndarra
             column=CYCLE,
         )
     # Within each asset, in file order, every cycle must exceed the one before it.
-    a, c = asset_ids[by_asset], cycles[by_asset]
+    a, c = (asset_ids, cycles) if by_asset is None else (asset_ids[by_asset], cycles[by_asset])
     same_asset = a[1:] == a[:-1]
     step = c[1:] - c[:-1]
     bad = same_asset & (step <= 0)
     if bad.any():
         k = int(np.argmax(bad))
-        pos, prev = int(by_asset[k + 1]), int(by_asset[k])
+        pos, prev = (k + 1, k) if by_asset is None else (int(by_asset[k + 1]), int(by_asset[k]))
         kind = "duplicate cycle" if step[k] == 0 else "decreasing cycle"
         raise locator.error(
             f"{kind} {int(c[k + 1])} after cycle {int(c[k])} "
@@ -182,9 +205,11 @@ def _check_cycles(cycles: np.ndarray, asset_ids: np.ndarray, by_asset: np.ndarra
         )
 
 
-def _stable_asset_sort(asset_ids: np.ndarray) -> np.ndarray:
-    if asset_ids.dtype == object:
-        codes = pd.factorize(asset_ids, sort=True)[0]
-        return np.argsort(codes, kind="stable")
-    return np.argsort(asset_ids, kind="stable")
+def _stable_asset_sort(asset_ids: np.ndarray) -> np.ndarray | None:
+    """The stable sort by asset, or None when the rows are already in asset order (the usual
+    file layout, which then needs no reordering copy)."""
+    keys = pd.factorize(asset_ids, sort=True)[0] if asset_ids.dtype == object else asset_ids
+    if np.all(keys[1:] >= keys[:-1]):
+        return None
+    return np.argsort(keys, kind="stable")
 

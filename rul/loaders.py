@@ -151,13 +151,7 @@ def fleet_from_dataframe(frame: pd.DataFrame, columns: FleetColumns | None = Non
 
 
 def _columns_to_fleet(raw: pd.DataFrame, columns: FleetColumns, locator: Locator) -> Fleet:
-    renames = {columns.asset_id: ASSET_ID, columns.cycle: CYCLE}
-    if columns.timestamp:
-        renames[columns.timestamp] = TIMESTAMP
-    for original in renames:
-        if original not in raw.columns:
-            raise locator.error(f"missing column {original!r}; found {list(raw.columns)}")
-    raw = raw.rename(columns=renames)
+    raw = _canonical_names(raw, columns, locator)
     reserved = {ASSET_ID, CYCLE, TIMESTAMP}
     others = [str(c) for c in raw.columns if c not in reserved]
     settings = (list(columns.settings) if columns.settings is not None
@@ -171,6 +165,18 @@ def _columns_to_fleet(raw: pd.DataFrame, columns: FleetColumns, locator: Locator
     else:
         sensors = [c for c in others if c not in settings]
     return validate_fleet(raw, settings, sensors, locator)
+
+
+def _canonical_names(raw: pd.DataFrame, columns: FleetColumns, locator: Locator
+                     ) -> pd.DataFrame:
+    """`raw` with its id, cycle and timestamp columns renamed to the data contract's names."""
+    renames = {columns.asset_id: ASSET_ID, columns.cycle: CYCLE}
+    if columns.timestamp:
+        renames[columns.timestamp] = TIMESTAMP
+    for original in renames:
+        if original not in raw.columns:
+            raise locator.error(f"missing column {original!r}; found {list(raw.columns)}")
+    return raw.rename(columns=renames)
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -203,11 +209,16 @@ def _parser_error(exc: Exception, locator: Locator) -> DataError:
 
 def _cmapss_fleet(raw: pd.DataFrame, locator: Locator) -> Fleet:
     """The rows of a C-MAPSS text file (or a chunk of one), named and validated."""
+    return validate_fleet(_cmapss_names(raw, locator), SETTINGS, SENSORS, locator)
+
+
+def _cmapss_names(raw: pd.DataFrame, locator: Locator) -> pd.DataFrame:
+    """The columns of C-MAPSS text (read without a header) named by the data contract."""
     if raw.shape[1] != len(CMAPSS_COLUMNS):
         raise locator.error(f"expected {len(CMAPSS_COLUMNS)} columns "
                             f"(unit, cycle, 3 settings, 21 sensors), found {raw.shape[1]}", 0)
     raw.columns = CMAPSS_COLUMNS
-    return validate_fleet(raw, SETTINGS, SENSORS, locator)
+    return raw
 
 
 def _check_unit_numbers(ids: np.ndarray, locator: Locator) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from rul.batch import (
     DEFAULT_CHUNK_ROWS,
+    default_threads,
     forecast_file,
     forecast_file_rows,
     quantile_columns,
@@ -277,8 +278,9 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
     RUL file in asset order, or a CSV of asset_id,rul) the summary adds the schedule's `cost`
     and `cost_by_lead_time` (`lead_time_table` over DEFAULT_LEAD_TIMES and `lead_time`), which
     the report shows too. With `scheduler` ('local' or a Dask scheduler address) the forecast runs
-    partitioned on a Dask cluster (`rul.distributed`), with the same result. Arguments are
-    checked before the file is read. Returns a summary:
+    partitioned on a Dask cluster (`rul.distributed`), with the same result. `threads`:
+    onnxruntime's threads, by default `rul.batch.default_threads()` (1 per Dask worker).
+    Arguments are checked before the file is read. Returns a summary:
     input, out, report, model, assets, rows, windows, assets_at_risk, lead_time, threshold,
     seconds (end to end), assets_per_second, and the costs when labelled.
     """
@@ -290,6 +292,8 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
         raise ConfigError(f"{report_path}: the report is one HTML page; name it *.html")
     if labels_path is not None and not Path(labels_path).is_file():
         raise DataError("file not found", file=str(labels_path))
+    if threads is None and scheduler is None:
+        threads = default_threads()
     model = Forecaster.load(model_path or default_model_path(), threads=threads)
     if scheduler is None:
         forecast, rows = forecast_file_rows(

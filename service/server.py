@@ -44,8 +44,10 @@ def _load_models(model: Path, models_dir: Path | None) -> str | None:
     return None
 
 
-def prepare(settings: Settings) -> None:
-    """Everything `serve` checks and sets up before gunicorn starts (ConfigError if unfit)."""
+def prepare(settings: Settings) -> Path | None:
+    """Everything `serve` checks and sets up before gunicorn starts (ConfigError if unfit).
+    Returns the metrics folder it made for this run (None when $RUL_METRICS_DIR names one):
+    the caller removes it when the server stops."""
     problem = check_models(settings)
     if problem is not None:
         raise ConfigError(f"cannot serve: {problem}")
@@ -62,10 +64,12 @@ def prepare(settings: Settings) -> None:
     if problem is not None:
         raise ConfigError(f"cannot serve: {problem}")
     os.environ.update(to_env(settings))
-    metrics_dir = os.environ.get(METRICS_DIR_ENV) or tempfile.mkdtemp(prefix="rul-metrics-")
+    given = os.environ.get(METRICS_DIR_ENV)
+    metrics_dir = given or tempfile.mkdtemp(prefix="rul-metrics-")
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run would add up
     Path(metrics_dir).mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    return None if given else Path(metrics_dir)
 
 
 def gunicorn_options(settings: Settings, *, access_log: bool = False,
@@ -111,7 +115,7 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
     """Run the service until stopped (SIGTERM/SIGINT: graceful)."""
     from gunicorn.app.base import BaseApplication
 
-    prepare(settings)
+    own_metrics_dir = prepare(settings)
     if not settings.auth_enabled:
         log.warning("no API keys configured (RUL_API_KEYS): every endpoint is open")
     options = gunicorn_options(settings, access_log=access_log)
@@ -127,4 +131,8 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
 
             return __hug_wsgi__
 
-    Application().run()
+    try:
+        Application().run()  # gunicorn ends it with sys.exit
+    finally:
+        if own_metrics_dir is not None:
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rul import batch
 from rul.batch import forecast_file
 from rul.errors import ConfigError, DataError
 from rul.forecaster import Forecaster, default_model_path
@@ -116,6 +117,38 @@ def test_text_ids_after_numeric_chunks_are_one_asset(model, tmp_path):
     got = forecast_file(model, path, chunk_rows=50)
     pd.testing.assert_frame_equal(got, expected, check_exact=True, check_dtype=False)
     assert list(got["asset_id"]) == ["1", "2", "3", "pump-9"]
+
+
+@needs_model
+@pytest.mark.parametrize("layout", ["asset order", "an asset comes back", "interleaved"])
+def test_pages_and_early_batches_equal_loading_whole(layout, tmp_path, monkeypatch):
+    # Pages of 8 assets and model batches of 8: 40 assets cross every page and batch boundary.
+    monkeypatch.setattr(batch, "_PAGE_BITS", 3)
+    monkeypatch.setattr(batch, "_PAGE", 8)
+    used = []
+    get = batch._EarlyBatches.get
+    monkeypatch.setattr(batch._EarlyBatches, "get",
+                        lambda self, k, *a: used.append(k) if get(self, k, *a) else None)
+    frame = simulate_fleet(SimulationConfig(assets=40, seed=4, test_min_cycles=4)).test
+    if layout == "an asset comes back":  # asset 3's last two rows at the very end
+        late = frame.index[frame["asset_id"] == 3][-2:]
+        frame = pd.concat([frame.drop(late), frame.loc[late]], ignore_index=True)
+    elif layout == "interleaved":
+        frame = frame.sort_values("cycle", kind="stable", ignore_index=True)
+    path = tmp_path / "fleet.parquet"
+    frame.to_parquet(path, index=False)
+    model = Forecaster.load(MODEL_PATH, threads=1, batch_size=8)
+    expected = model.forecast_fleet(read_fleet(path))
+    assert expected["cycles_padded"].max() > 0
+    got = forecast_file(model, path, chunk_rows=37)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    # Early batches are used exactly where their windows are the final ones.
+    if layout == "asset order":
+        assert used == [0, 1, 2, 3]  # the last batch completes with the file
+    elif layout == "an asset comes back":
+        assert 0 not in used and used  # asset 3's batch is predicted again
+    else:
+        assert used == []
 
 
 def _csv_with_late_row(tmp_path: Path, cycle_offset: int) -> tuple[Path, int]:

@@ -193,8 +193,12 @@ def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecas
     for subset in ("fd001", "fd003"):
         for suffix in (".onnx", ".json"):
             shutil.copy(model.path.parent / f"cmapss-{subset}{suffix}", folder)
-    server = ServiceProcess(tmp_path / "s.db", args=["--models-dir", str(folder)]).start()
+    scratch = tmp_path / "tmp"  # where the server makes its metrics folder
+    scratch.mkdir()
+    server = ServiceProcess(tmp_path / "s.db", args=["--models-dir", str(folder)],
+                            env={"TMPDIR": str(scratch)}).start()
     try:
+        assert len(list(scratch.glob("rul-metrics-*"))) == 1
         names = [m["name"] for m in server.request("GET", "/v1/models").json()["models"]]
         assert names == ["cmapss-fd001", "cmapss-fd003"]
         fd003 = Forecaster.load(folder / "cmapss-fd003.onnx")
@@ -209,3 +213,4 @@ def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecas
                                               abs=1e-3)
     finally:
         server.stop()
+    assert list(scratch.glob("rul-metrics-*")) == []  # the metrics folder goes with the server
