@@ -223,10 +223,12 @@ class _LastWindows:
         order = np.argsort(ids, kind="stable")
         # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
         size = model.batch_size
-        pred = Prediction.concatenate([
-            early.get(k, slots, self.seen[slots])
-            or model.predict_windows(self.windows(slots))
-            for k, slots in enumerate(order[i:i + size] for i in range(0, len(order), size))])
+        parts = []
+        for k, first in enumerate(range(0, len(order), size)):
+            slots = order[first:first + size]
+            part = early.get(k, slots, self.seen[slots])
+            parts.append(model.predict_windows(self.windows(slots)) if part is None else part)
+        pred = Prediction.concatenate(parts)
         return model.forecast_table(ids[order], self.last_cycle[order], pred,
                                     np.maximum(self.window - self.seen[order], 0))
 

@@ -24,8 +24,9 @@ from training.run import train_run
 QUICK = {"model": {"hidden": 16}, "train": {"max_epochs": 1, "batch_size": 512}}
 
 
-def _train_and_export(fleet, subset: str, backbone: str, out: Path) -> tuple[Path, Path]:
-    config = merge(default_config(subset, backbone), QUICK)
+def _train_and_export(fleet, subset: str, backbone: str, out: Path,
+                      members: int = 1) -> tuple[Path, Path]:
+    config = merge(merge(default_config(subset, backbone), QUICK), {"model": {"members": members}})
     run = train_run(fleet, config, out / "run", name=subset.lower(), progress=False)
     predictor = load_checkpoint(run)
     readings = parity_readings(fleet, predictor.features, predictor.window)
@@ -33,12 +34,14 @@ def _train_and_export(fleet, subset: str, backbone: str, out: Path) -> tuple[Pat
     return run, out / "model.onnx"
 
 
-@pytest.fixture(scope="module", params=[("FD001", "cnn"), ("FD001", "lstm"), ("FD002", "cnn")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(scope="module", params=[("FD001", "cnn", 1), ("FD001", "lstm", 1),
+                                        ("FD002", "cnn", 1), ("FD001", "cnn", 3)],
+                ids=lambda p: f"{p[0]}-{p[1]}" + (f"-x{p[2]}" if p[2] > 1 else ""))
 def real_export(request, cmapss_dir, tmp_path_factory):
-    subset, backbone = request.param
+    subset, backbone, members = request.param
     data = load_cmapss(cmapss_dir, subset)
-    run, model = _train_and_export(data.train, subset, backbone, tmp_path_factory.mktemp("x"))
+    run, model = _train_and_export(data.train, subset, backbone, tmp_path_factory.mktemp("x"),
+                                   members)
     return data, run, model
 
 

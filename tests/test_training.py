@@ -103,6 +103,48 @@ def test_widened_quantiles_stay_ordered() -> None:
     assert net.widen(quantiles).tolist() == [[20.0, 20.0, 20.0]]
 
 
+def test_members_are_averaged_into_one_answer() -> None:
+    torch.manual_seed(0)
+    net = RulNetwork(5, 12, 125, ModelConfig(hidden=8, members=3)).eval()
+    net.interval_offset.fill_(2.0)
+    x = torch.randn(16, 12, 5)
+    rul, quantiles, logit = net(x)
+    members = net.member_outputs(x)
+    assert len(members) == 3 and not torch.equal(members[0][0], members[1][0])
+    assert torch.allclose(rul, torch.stack([m[0] for m in members]).mean(0).clamp(min=0))
+    assert torch.allclose(logit, torch.stack([m[2] for m in members]).mean(0))
+    mean_quantiles = net.widen(torch.stack([m[1] for m in members]).mean(0)).clamp(min=0)
+    assert torch.allclose(quantiles, mean_quantiles)
+    assert (quantiles.diff(dim=1) >= 0).all()
+    with pytest.raises(ValueError, match="model.members must be a positive integer"):
+        ModelConfig(members=0)
+
+
+def test_an_ensemble_run_learns(sim, tmp_path: Path) -> None:
+    config = merge(tiny_config(max_epochs=3), {"model": {"members": 2}})
+    run = train_run(sim.train, config, tmp_path, progress=False)
+    predictor = load_checkpoint(run)
+    assert len(predictor.network.members) == 2
+    result = evaluate(predictor, sim.test, sim.test_rul, trajectories=False)
+    mean = capped(rul_per_row(sim.train), 125).mean()
+    assert result["rmse"] < rmse(capped(sim.test_rul, 125), np.full(len(sim.test_rul), mean))
+
+
+def test_a_checkpoint_from_before_ensembles_still_loads(sim, tiny_run: Path,
+                                                        tmp_path: Path) -> None:
+    # Before ensembles the one member's weights sat at the network's top level.
+    checkpoint = torch.load(tiny_run / "model.ckpt", weights_only=True)
+    checkpoint["state_dict"] = {k.replace("network.members.0.", "network."): v
+                                for k, v in checkpoint["state_dict"].items()}
+    assert any(k.startswith("network.backbone.") for k in checkpoint["state_dict"])
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    windows = np.repeat(sim.test.frame[load_checkpoint(tiny_run).features].to_numpy()[None, :30],
+                        2, axis=0)
+    old, new = load_checkpoint(tmp_path / "old.ckpt"), load_checkpoint(tiny_run)
+    np.testing.assert_array_equal(old.predict_windows(windows).rul,
+                                  new.predict_windows(windows).rul)
+
+
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown backbone 'gru'.*cnn"):
         ModelConfig(backbone="gru")

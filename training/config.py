@@ -28,6 +28,9 @@ class ModelConfig:
     """Temporal kernel of the CNN's convolutions."""
     dropout: float = 0.2
     """Dropout before the heads."""
+    members: int = 1
+    """Ensemble members: independently initialised copies of backbone and heads, trained side
+    by side (each on its own loss) and averaged; inference costs `members` times as much."""
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     """Levels of the rul_quantiles head (strictly increasing, in (0, 1))."""
 
@@ -35,7 +38,7 @@ class ModelConfig:
         if self.backbone not in BACKBONES:
             raise ConfigError(f"unknown backbone {self.backbone!r}; "
                               f"choose one of {list(BACKBONES)}")
-        for name in ("hidden", "layers", "kernel_size"):
+        for name in ("hidden", "layers", "kernel_size", "members"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got "
                                   f"{getattr(self, name)!r}")
@@ -55,7 +58,7 @@ class TrainConfig:
     """Upper bound on epochs; early stopping usually ends sooner."""
     batch_size: int = 256
     learning_rate: float = 2e-3
-    """Peak learning rate of the one-cycle schedule."""
+    """Initial learning rate; halved when validation RMSE stops improving."""
     weight_decay: float = 1e-4
     patience: int = 10
     """Epochs without a better validation RMSE before stopping."""

@@ -33,6 +33,10 @@ def multitask_loss(outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor], rul
             "failure_loss": failure_loss}
 
 
+_SINGLE_MEMBER = tuple(f"network.{part}." for part in ("backbone", "dropout", "rul_head",
+                                                        "quantile_head", "failure_head"))
+
+
 class RulModule(pl.LightningModule):
     """Rebuilt from plain saved arguments: the run config, input width and preprocessing."""
 
@@ -50,26 +54,36 @@ class RulModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.network(x)
 
-    def _losses(self, batch: tuple[torch.Tensor, ...]) -> tuple[dict[str, torch.Tensor], Any]:
+    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The mean of the members' own losses: each member learns as if alone."""
         x, rul, failure = batch
-        outputs = self(x)
         t = self.run_config.train
-        losses = multitask_loss(outputs, rul, failure, self.levels, self.run_config.data.rul_cap,
-                                t.quantile_weight, t.failure_weight)
-        return losses, outputs
+        losses = [multitask_loss(outputs, rul, failure, self.levels,
+                                 self.run_config.data.rul_cap, t.quantile_weight,
+                                 t.failure_weight)["loss"]
+                  for outputs in self.network.member_outputs(x)]
+        return torch.stack(losses).mean()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        losses, _ = self._losses(batch)
-        self.log("train_loss", losses["loss"], on_step=False, on_epoch=True, prog_bar=True,
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(batch[0]))
-        return losses["loss"]
+        return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        losses, outputs = self._losses(batch)
-        self.val_rmse.update(outputs[0].float(), batch[1])
+        loss = self._loss(batch)
+        # Model selection judges what ships: the members' mean.
+        self.val_rmse.update(self(batch[0])[0].float(), batch[1])
         n = len(batch[0])
-        self.log("val_loss", losses["loss"], on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
         self.log("val_rmse", self.val_rmse, on_epoch=True, prog_bar=True, batch_size=n)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints from before ensembles held one member's weights at the network's top
+        # level (network.backbone...); they are member 0 now.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(_SINGLE_MEMBER)]:
+            state["network.members.0." + key[len("network."):]] = state.pop(key)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, scheduler = build_optimizer(self.parameters(), self.run_config.train)

@@ -14,8 +14,10 @@ from training.backbones import build_backbone
 from training.config import ModelConfig
 
 
-class RulNetwork(nn.Module):
-    def __init__(self, n_inputs: int, window: int, rul_cap: float, config: ModelConfig) -> None:
+class Member(nn.Module):
+    """One backbone with its three heads: raw outputs, RUL in units of rul_cap."""
+
+    def __init__(self, n_inputs: int, window: int, config: ModelConfig) -> None:
         super().__init__()
         self.backbone = build_backbone(n_inputs, window, config)
         width = self.backbone.out_features
@@ -23,25 +25,49 @@ class RulNetwork(nn.Module):
         self.rul_head = nn.Linear(width, 1)
         self.quantile_head = nn.Linear(width, len(config.quantiles))
         self.failure_head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.dropout(self.backbone(x))
+        raw = self.quantile_head(h)
+        steps = torch.cat([raw[:, :1], F.softplus(raw[:, 1:])], dim=1)
+        return (self.rul_head(h).squeeze(-1), torch.cumsum(steps, dim=1),
+                self.failure_head(h).squeeze(-1))
+
+
+class RulNetwork(nn.Module):
+    """`config.members` members (an ensemble of independently initialised backbones and heads,
+    trained side by side on the same batches, each on its own loss), averaged into one answer:
+    the mean RUL, the mean of each quantile (still ordered) and the mean failure logit."""
+
+    def __init__(self, n_inputs: int, window: int, rul_cap: float, config: ModelConfig) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(Member(n_inputs, window, config)
+                                     for _ in range(config.members))
         self.rul_cap = float(rul_cap)
         # Set after training on validation engines: temperature scaling of the failure logit,
         # and the conformal offset of the outer quantiles (0 while training).
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("interval_offset", torch.zeros(()))
 
+    def member_outputs(self, x: torch.Tensor
+                       ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each member's (rul, rul_quantiles, failure logit), RUL in cycles, uncalibrated:
+        what each member's loss is taken on."""
+        return [(rul * self.rul_cap, quantiles * self.rul_cap, logit)
+                for rul, quantiles, logit in (member(x) for member in self.members)]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised windows [B, W, F] -> (rul [B], rul_quantiles [B, Q], failure logit [B]),
-        RUL in cycles."""
-        h = self.dropout(self.backbone(x))
-        rul = self.rul_head(h).squeeze(-1) * self.rul_cap
-        raw = self.quantile_head(h)
-        steps = torch.cat([raw[:, :1], F.softplus(raw[:, 1:])], dim=1)
-        quantiles = self.widen(torch.cumsum(steps, dim=1) * self.rul_cap)
+        RUL in cycles: the members' mean."""
+        outputs = self.member_outputs(x)
+        rul, quantiles, logit = outputs[0] if len(outputs) == 1 else (
+            torch.stack(parts).mean(0) for parts in zip(*outputs, strict=True))
+        quantiles = self.widen(quantiles)
         if not self.training:
             # Remaining life is never negative; clipping only at inference keeps the gradient
             # of every training sample.
             rul, quantiles = rul.clamp(min=0.0), quantiles.clamp(min=0.0)
-        return rul, quantiles, self.failure_head(h).squeeze(-1)
+        return rul, quantiles, logit
 
     def widen(self, quantiles: torch.Tensor) -> torch.Tensor:
         """Move the outer quantiles out by interval_offset (in by a negative one), never past
