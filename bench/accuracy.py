@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def run_one(subset: str, backbone: str, seed: int, out: Path) -> dict[str, float
     config = merge(default_config(subset, backbone), {"data": {"seed": seed},
                                                        "train": {"seed": seed}})
     started = time.perf_counter()
-    run = train_run(data.train, config, out / f"{subset}-{backbone}-{seed}", name=subset.lower(),
+    run = out / f"{subset}-{backbone}-{seed}"
+    shutil.rmtree(run, ignore_errors=True)  # this script's own run of an earlier time
+    run = train_run(data.train, config, run, name=subset.lower(),
                     progress=False)
     seconds = time.perf_counter() - started
     if data.test_rul is not None:

@@ -7,6 +7,7 @@ with status 2; training commands import torch only when they run.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -195,21 +196,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import RunConfig, default_config, merge
+    from training.config import resolve_config
     from training.run import train_run
 
     fleet, name = load_training_fleet(args)
-    config = default_config(args.subset, args.backbone)
-    if args.config:
-        config = merge(config, RunConfig.load(args.config).to_dict())
-    config = merge(config, {"data": _given(window=args.window, seed=args.seed),
-                            "train": _given(max_epochs=args.max_epochs, seed=args.seed,
-                                            accelerator=args.accelerator,
-                                            devices=_devices(args.devices),
-                                            num_nodes=args.num_nodes, strategy=args.strategy,
-                                            logger=args.logger)})
-    if args.backbone:
-        config = merge(config, {"model": {"backbone": args.backbone}})
+    config = resolve_config(args.subset, backbone=args.backbone, config_file=args.config,
+                            overrides={
+                                "data": _given(window=args.window, seed=args.seed),
+                                "train": _given(max_epochs=args.max_epochs, seed=args.seed,
+                                                accelerator=args.accelerator,
+                                                devices=_devices(args.devices),
+                                                num_nodes=args.num_nodes,
+                                                strategy=args.strategy, logger=args.logger)})
     started = time.perf_counter()
     run = train_run(fleet, config, args.out, name=name.lower(), resume=args.resume,
                     progress=not args.no_progress)
@@ -361,6 +359,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = merge(default_config("SIM", "cnn"), {"train": {"max_epochs": args.max_epochs,
                                                              "seed": args.seed}})
     fleet = load_cmapss(data, "SIM").train
+    shutil.rmtree(run, ignore_errors=True)  # the demo's own run of an earlier demo
     train_run(fleet, config, run, name="sim", progress=sys.stderr.isatty())
     print(f"[3/4] evaluating on the simulated test assets; report in {out / 'report'}")
     print_metrics(evaluate_model(run, data, "SIM", None, out / "report"))

@@ -9,6 +9,7 @@ rul="${RUL_VENV:-$root/.venv}/bin/rul"
 cd "$root"
 for subset in FD001 FD002 FD003 FD004; do
   name="cmapss-$(echo "$subset" | tr 'A-Z' 'a-z')"
+  rm -rf "runs/checkpoints/$name"  # a fresh run each time (train refuses to mix runs)
   "$rul" train --subset "$subset" --out "runs/checkpoints/$name" --no-progress
   "$rul" export --checkpoint "runs/checkpoints/$name" --out "checkpoints/$name.onnx"
   if [ -f "${RUL_CMAPSS_DIR:-../shared/data/cmapss}/RUL_$subset.txt" ]; then

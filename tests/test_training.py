@@ -15,7 +15,7 @@ from rul.metrics import rmse
 from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
-from training.config import ModelConfig, RunConfig, default_config, merge
+from training.config import ModelConfig, RunConfig, default_config, merge, resolve_config
 from training.module import multitask_loss, pinball_loss
 from training.network import RulNetwork
 from training.run import train_run
@@ -153,6 +153,23 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         RunConfig.load(tmp_path / "c.yaml")
 
 
+def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:
+    # A file that sets one field keeps every default it does not name (the subset's window,
+    # the backbone's members); its backbone picks that backbone's defaults; flags win.
+    (tmp_path / "epochs.yaml").write_text("train:\n  max_epochs: 3\n")
+    config = resolve_config("FD002", config_file=tmp_path / "epochs.yaml")
+    assert (config.train.max_epochs, config.data.window, config.model.members) == (3, 40, 3)
+    (tmp_path / "lstm.yaml").write_text("model:\n  backbone: lstm\n")
+    config = resolve_config("FD001", config_file=tmp_path / "lstm.yaml",
+                            overrides={"data": {"window": 25}})
+    assert (config.model.backbone, config.model.members, config.data.window) == ("lstm", 1, 25)
+    assert resolve_config("FD001", backbone="cnn",
+                          config_file=tmp_path / "lstm.yaml").model.backbone == "cnn"
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ValueError, match="list.yaml: a config file is a mapping"):
+        resolve_config("FD001", config_file=tmp_path / "list.yaml")
+
+
 def test_short_run_learns_and_beats_the_mean(sim, tiny_run: Path) -> None:
     history = (tiny_run / "history.csv").read_text().splitlines()
     losses = [float(line.split(",")[1]) for line in history[1:]]
@@ -200,6 +217,10 @@ def test_resume_continues_from_last_epoch(sim, tmp_path: Path) -> None:
     epochs = [line.split(",")[0] for line in
               (tmp_path / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2", "3"]
+    # A fresh run into the same directory would mix its epochs with these: refused.
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        train_run(sim.train, tiny_config(max_epochs=1), tmp_path, progress=False)
+    assert (tmp_path / "history.csv").read_text().count("\n") == 5  # untouched
 
 
 def test_resume_without_a_run_is_an_error(sim, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from rul.errors import ConfigError
 from rul.evaluation import evaluate
 from rul.fleet import Fleet
 from rul.io import atomic_write, write_json
@@ -28,6 +29,9 @@ from training.checkpoint import MODEL_FILE, CheckpointPredictor
 from training.config import RunConfig, TrainConfig
 from training.datamodule import RulDataModule
 from training.module import RulModule
+
+RUN_ENTRIES = ("config.yaml", "model.ckpt", "checkpoints", "logs")
+"""What a run directory holds once a run has started in it (besides its other outputs)."""
 
 
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
@@ -51,6 +55,11 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
     last = out_dir / "checkpoints" / "last.ckpt"
     if resume and not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
+    earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
+    if earlier and not resume:
+        # A fresh run would mix its epochs and checkpoints with the earlier run's.
+        raise ConfigError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it "
+                          "with --resume, or train into another directory")
     trainer = build_trainer(t, out_dir, progress,
                             [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)])
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
