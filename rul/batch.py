@@ -60,9 +60,9 @@ _QUANTILE = re.compile(r"rul_q(\d+(?:\.\d+)?)")
 
 
 def default_threads() -> int:
-    """onnxruntime threads for a streamed forecast: one core fewer than this process may use,
-    as the reading runs beside the model (on 2 cores, 1 thread is ~15 % faster end to end
-    than 2: bench/forecast_speed.py)."""
+    """onnxruntime threads per run for a streamed forecast: one core fewer than this process
+    may use, as the reading runs beside the model (on 2 cores: 1-thread runs, two at a time,
+    3.8-4.4 s for 100,000 assets against 4.9 s with 2-thread runs: bench/forecast_speed.py)."""
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
@@ -223,12 +223,8 @@ class _LastWindows:
         order = np.argsort(ids, kind="stable")
         # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
         size = model.batch_size
-        parts = []
-        for k, first in enumerate(range(0, len(order), size)):
-            slots = order[first:first + size]
-            part = early.get(k, slots, self.seen[slots])
-            parts.append(model.predict_windows(self.windows(slots)) if part is None else part)
-        pred = Prediction.concatenate(parts)
+        batches = [order[first:first + size] for first in range(0, len(order), size)]
+        pred = Prediction.concatenate(early.finish(self, batches))
         return model.forecast_table(ids[order], self.last_cycle[order], pred,
                                     np.maximum(self.window - self.seen[order], 0))
 
@@ -250,16 +246,15 @@ class _EarlyBatches:
     """Model batches predicted while the rest of the file is still being read.
 
     In a file in asset order (the usual layout) every asset but a chunk's last is complete, so
-    the first batches of the final asset order are known early. They are predicted in one
-    background thread (onnxruntime and pyarrow release the GIL) while the next chunks are read,
-    which hides most of the model's time behind the reading. At the end a batch is used only if
+    the first batches of the final asset order are known early. They are predicted in
+    background threads (onnxruntime and pyarrow release the GIL) while the next chunks are
+    read, as many at once as the cores take (cores // the session's threads: one session's
+    runs are thread-safe, and each computes exactly as it would alone), which hides most of
+    the reading behind the model or the model behind the reading. At the end a batch is used only if
     the final batch holds exactly its assets, each with exactly as many readings seen (so the
     same windows); anything else (a file out of asset order, an asset that comes back later) is
     predicted then, so the answer never depends on the file's layout.
     """
-
-    AHEAD = 2
-    """Batches in flight at most: bounded memory, and the reading never waits long."""
 
     def __init__(self, model: Forecaster, enabled: bool = True) -> None:
         self.model = model
@@ -268,7 +263,11 @@ class _EarlyBatches:
         self.batches: list[tuple[np.ndarray, np.ndarray, Future[Prediction]]] = []
         self.last_key: Any = None
         self.text_ids: bool | None = None
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rul-forecast")
+        cores = len(os.sched_getaffinity(0))
+        self.at_once = max(1, cores // model.threads) if model.threads else 1
+        self.ahead = 2 * self.at_once  # batches in flight at most: bounded memory
+        self.pool = ThreadPoolExecutor(max_workers=self.at_once,
+                                       thread_name_prefix="rul-forecast")
 
     def after_chunk(self, buffers: _LastWindows, keys: list[Any], in_order: bool) -> None:
         """Predict the batches that the assets read so far complete, while in asset order."""
@@ -287,8 +286,8 @@ class _EarlyBatches:
         while (len(self.batches) + 1) * self.size <= complete:
             first = len(self.batches) * self.size
             slots = np.arange(first, first + self.size)
-            if len(self.batches) >= self.AHEAD:
-                self.batches[-self.AHEAD][2].result()  # wait: at most AHEAD in flight
+            if len(self.batches) >= self.ahead:
+                self.batches[-self.ahead][2].result()  # wait: at most `ahead` in flight
             windows = buffers.windows(slots)
             self.batches.append((slots, buffers.seen[slots].copy(),
                                  self.pool.submit(self.model.predict_windows, windows)))
@@ -301,6 +300,20 @@ class _EarlyBatches:
         if np.array_equal(early_slots, slots) and np.array_equal(early_seen, seen):
             return prediction.result()
         return None
+
+    def finish(self, buffers: _LastWindows, batches: list[np.ndarray]) -> list[Prediction]:
+        """Every final batch's prediction: the early one where it holds, else made now (on the
+        same threads, at most `ahead` batches of windows waiting)."""
+        parts: list[Future[Prediction] | Prediction] = []
+        for k, slots in enumerate(batches):
+            part = self.get(k, slots, buffers.seen[slots])
+            if part is None:
+                pending = [f for f in parts if isinstance(f, Future) and not f.done()]
+                if len(pending) >= self.ahead:
+                    pending[0].result()
+                part = self.pool.submit(self.model.predict_windows, buffers.windows(slots))
+            parts.append(part)
+        return [p.result() if isinstance(p, Future) else p for p in parts]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

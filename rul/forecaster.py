@@ -69,6 +69,8 @@ class Forecaster:
     card: dict[str, Any]
     session: Any = field(repr=False)
     batch_size: int = 4096
+    threads: int | None = None
+    """onnxruntime's intra-op threads per run (None: its default, every core)."""
 
     @classmethod
     def load(cls, path: Path | str, *, threads: int | None = None,
@@ -90,7 +92,7 @@ class Forecaster:
         card = _embedded_card(session, path)
         _check_sidecar(path, card)
         _check_signature(session, card, path)
-        return cls(path, card, session, batch_size)
+        return cls(path, card, session, batch_size, threads or None)
 
     @property
     def features(self) -> list[str]:
