@@ -63,7 +63,14 @@ def default_threads() -> int:
     """onnxruntime threads per run for a streamed forecast: one core fewer than this process
     may use, as the reading runs beside the model (on 2 cores: 1-thread runs, two at a time,
     3.8-4.4 s for 100,000 assets against 4.9 s with 2-thread runs: bench/forecast_speed.py)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, usable_cores() - 1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS and Windows have no affinity call
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def forecast_file(model: Forecaster, path: Path | str, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -263,7 +270,7 @@ class _EarlyBatches:
         self.batches: list[tuple[np.ndarray, np.ndarray, Future[Prediction]]] = []
         self.last_key: Any = None
         self.text_ids: bool | None = None
-        cores = len(os.sched_getaffinity(0))
+        cores = usable_cores()
         self.at_once = max(1, cores // model.threads) if model.threads else 1
         self.ahead = 2 * self.at_once  # batches in flight at most: bounded memory
         self.pool = ThreadPoolExecutor(max_workers=self.at_once,

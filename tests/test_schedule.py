@@ -432,3 +432,10 @@ def test_batch_forecasts_import_without_torch_or_matplotlib():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_thread_defaults_follow_the_usable_cores(monkeypatch):
+    assert batch.default_threads() == max(1, batch.usable_cores() - 1)
+    monkeypatch.delattr(batch.os, "sched_getaffinity")  # as on macOS
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 8)
+    assert (batch.usable_cores(), batch.default_threads()) == (8, 7)
