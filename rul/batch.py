@@ -77,8 +77,9 @@ def forecast_file(model: Forecaster, path: Path | str, *, chunk_rows: int = DEFA
                   columns: FleetColumns | None = None, progress: bool = False) -> pd.DataFrame:
     """Forecast every asset of a fleet file at its last cycle, reading it in chunks.
 
-    Same input files and same answer as `model.forecast_fleet(read_fleet(path, columns))`: one
-    row per asset, sorted by asset_id, with asset_id, last_cycle, rul, rul_q<level>...,
+    The same answer as `model.forecast_fleet(read_fleet(path, columns))` (which also checks
+    the columns the model does not read, and refuses a file for them): one row per asset,
+    sorted by asset_id, with asset_id, last_cycle, rul, rul_q<level>...,
     failure_probability, cycles_padded. The columns it reads are checked in every chunk as in a
     whole file; in addition, an asset whose cycles do not keep increasing from one chunk to the
     next is a DataError naming the file, line (or row), asset and column. `progress` writes one
@@ -238,8 +239,10 @@ class _LastWindows:
 
 def _by_page(slots: np.ndarray) -> Iterator[tuple[int, slice | np.ndarray]]:
     """(page, the positions of `slots` on it) for every page the slots touch."""
+    if len(slots) == 0:
+        return
     pages = slots >> _PAGE_BITS
-    low, high = int(pages.min(initial=0)), int(pages.max(initial=0))
+    low, high = int(pages.min()), int(pages.max())
     if low == high:
         yield low, slice(None)
         return
@@ -373,7 +376,8 @@ def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns,
         frames = _text_frames(path, chunk_rows, Locator(str(path), kind, first), cmapss)
     elif name.endswith((".parquet", ".pq")):
         kind, first = "row", 1
-        wanted = [columns.asset_id, columns.cycle, *features]
+        wanted = [columns.asset_id, columns.cycle, *([columns.timestamp] if columns.timestamp
+                                                     else []), *features]
         frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first), wanted)
     else:
         raise DataError("unknown file type; expected .csv, .csv.gz, .parquet, .pq, .txt or "

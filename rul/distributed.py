@@ -178,7 +178,8 @@ def _read(dd: Any, path: Path, columns: FleetColumns, features: list[str]) -> An
     """A dask DataFrame of a Parquet/CSV file, directory of part files or glob: the columns a
     forecast reads (asset_id, cycle, `features`), as far as the files have them."""
     pattern, kind = _input_kind(path)
-    wanted = list(dict.fromkeys([columns.asset_id, columns.cycle, *features]))
+    timestamp = [columns.timestamp] if columns.timestamp else []
+    wanted = list(dict.fromkeys([columns.asset_id, columns.cycle, *timestamp, *features]))
     try:
         if kind == "parquet":
             frames = dd.read_parquet(pattern)

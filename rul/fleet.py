@@ -165,8 +165,10 @@ def _numeric(
 
 
 def _cycle_numbers(column: pd.Series, asset_ids: np.ndarray, locator: Locator) -> np.ndarray:
-    if pd.api.types.is_integer_dtype(column) and not pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(dtype=np.int64)  # no NaN, no fractions: nothing to convert
+    if isinstance(column.dtype, np.dtype) and column.dtype.kind in "iu":
+        # numpy integers hold no NA and no fractions: nothing to convert (pandas' nullable
+        # Int64 and pyarrow integers may hold NA, so they take the checked path)
+        return column.to_numpy(dtype=np.int64)
     return _numeric(column, CYCLE, asset_ids, locator)
 
 
