@@ -18,7 +18,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from rul.loaders import (
     _cmapss_names,
     _columns_to_fleet,
     _parser_error,
+    forecast_columns,
+    require_features,
 )
 from rul.predictor import Prediction
 from rul.schema import ASSET_ID, CYCLE
@@ -229,7 +232,7 @@ class _LastWindows:
         """Predict every asset's last window, in asset order and in the model's batches."""
         ids = self.id_array()
         order = np.argsort(ids, kind="stable")
-        # One model batch at a time: the same batches as forecast_fleet's, so the same numbers.
+        # The same batches as forecast_fleet's, so the same numbers.
         size = model.batch_size
         batches = [order[first:first + size] for first in range(0, len(order), size)]
         pred = Prediction.concatenate(early.finish(self, batches))
@@ -260,24 +263,31 @@ class _EarlyBatches:
     background threads (onnxruntime and pyarrow release the GIL) while the next chunks are
     read, as many at once as the cores take (cores // the session's threads: one session's
     runs are thread-safe, and each computes exactly as it would alone), which hides most of
-    the reading behind the model or the model behind the reading. At the end a batch is used only if
-    the final batch holds exactly its assets, each with exactly as many readings seen (so the
-    same windows); anything else (a file out of asset order, an asset that comes back later) is
-    predicted then, so the answer never depends on the file's layout.
+    the reading behind the model or the model behind the reading. At the end a batch is used
+    only if the final batch holds exactly its assets, each with exactly as many readings seen
+    (so the same windows); anything else (a file out of asset order, an asset that comes back
+    later) is predicted then, so the answer never depends on the file's layout.
     """
 
-    def __init__(self, model: Forecaster, enabled: bool = True) -> None:
+    def __init__(self, model: Forecaster) -> None:
         self.model = model
-        self.size = model.batch_size
-        self.enabled = enabled
+        self.enabled = True
         self.batches: list[tuple[np.ndarray, np.ndarray, Future[Prediction]]] = []
         self.last_key: Any = None
         self.text_ids: bool | None = None
-        cores = usable_cores()
-        self.at_once = max(1, cores // model.threads) if model.threads else 1
-        self.ahead = 2 * self.at_once  # batches in flight at most: bounded memory
-        self.pool = ThreadPoolExecutor(max_workers=self.at_once,
-                                       thread_name_prefix="rul-forecast")
+        at_once = max(1, usable_cores() // model.threads) if model.threads else 1
+        self.ahead = 2 * at_once  # batches of windows in flight at most: bounded memory
+        self.in_flight: deque[Future[Prediction]] = deque()
+        self.pool = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="rul-forecast")
+
+    def _submit(self, windows: Callable[[], np.ndarray]) -> Future[Prediction]:
+        """Predict `windows()` on the pool, once fewer than `ahead` runs are in flight (the
+        windows are cut only then, so at most `ahead` batches of them exist)."""
+        while len(self.in_flight) >= self.ahead:
+            self.in_flight.popleft().result()
+        future = self.pool.submit(self.model.predict_windows, windows())
+        self.in_flight.append(future)
+        return future
 
     def after_chunk(self, buffers: _LastWindows, keys: list[Any], in_order: bool) -> None:
         """Predict the batches that the assets read so far complete, while in asset order."""
@@ -292,15 +302,12 @@ class _EarlyBatches:
             self.enabled = False
             return
         self.last_key = keys[-1]
+        size = self.model.batch_size
         complete = buffers.n_assets - 1  # the last asset may go on in the next chunk
-        while (len(self.batches) + 1) * self.size <= complete:
-            first = len(self.batches) * self.size
-            slots = np.arange(first, first + self.size)
-            if len(self.batches) >= self.ahead:
-                self.batches[-self.ahead][2].result()  # wait: at most `ahead` in flight
-            windows = buffers.windows(slots)
-            self.batches.append((slots, buffers.seen[slots].copy(),
-                                 self.pool.submit(self.model.predict_windows, windows)))
+        while (len(self.batches) + 1) * size <= complete:
+            slots = np.arange(len(self.batches) * size, (len(self.batches) + 1) * size)
+            future = self._submit(lambda s=slots: buffers.windows(s))
+            self.batches.append((slots, buffers.seen[slots].copy(), future))
 
     def get(self, k: int, slots: np.ndarray, seen: np.ndarray) -> Prediction | None:
         """Batch `k`'s early prediction if it was made from these very windows, else None."""
@@ -313,16 +320,12 @@ class _EarlyBatches:
 
     def finish(self, buffers: _LastWindows, batches: list[np.ndarray]) -> list[Prediction]:
         """Every final batch's prediction: the early one where it holds, else made now (on the
-        same threads, at most `ahead` batches of windows waiting)."""
+        same threads)."""
         parts: list[Future[Prediction] | Prediction] = []
         for k, slots in enumerate(batches):
             part = self.get(k, slots, buffers.seen[slots])
-            if part is None:
-                pending = [f for f in parts if isinstance(f, Future) and not f.done()]
-                if len(pending) >= self.ahead:
-                    pending[0].result()
-                part = self.pool.submit(self.model.predict_windows, buffers.windows(slots))
-            parts.append(part)
+            parts.append(self._submit(lambda s=slots: buffers.windows(s)) if part is None
+                         else part)
         return [p.result() if isinstance(p, Future) else p for p in parts]
 
     def close(self) -> None:
@@ -376,17 +379,14 @@ def _fleet_chunks(path: Path, chunk_rows: int, columns: FleetColumns,
         frames = _text_frames(path, chunk_rows, Locator(str(path), kind, first), cmapss)
     elif name.endswith((".parquet", ".pq")):
         kind, first = "row", 1
-        wanted = [columns.asset_id, columns.cycle, *([columns.timestamp] if columns.timestamp
-                                                     else []), *features]
-        frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first), wanted)
+        frames = _parquet_frames(path, chunk_rows, Locator(str(path), kind, first),
+                                 forecast_columns(columns, features))
     else:
         raise DataError("unknown file type; expected .csv, .csv.gz, .parquet, .pq, .txt or "
                         ".txt.gz", file=str(path))
     def checked(raw: pd.DataFrame, locator: Locator, done: float) -> _Chunk:
         raw = _cmapss_names(raw, locator) if cmapss else _canonical_names(raw, columns, locator)
-        missing = [c for c in features if c not in raw.columns]
-        if missing:
-            raise DataError(f"missing columns {missing} that the model needs", file=str(path))
+        require_features(raw.columns, features, str(path))
         return _Chunk(check_rows(raw, features, locator), raw, locator, done, cmapss)
 
     start, empty = 0, pd.DataFrame()
@@ -451,9 +451,7 @@ def _parquet_frames(path: Path, chunk_rows: int, locator: Locator,
         file = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
     try:
         total, read = max(file.metadata.num_rows, 1), 0
-        selected = list(dict.fromkeys(wanted))
-        if not set(selected) <= set(file.schema_arrow.names):
-            selected = None
+        selected = list(wanted) if set(wanted) <= set(file.schema_arrow.names) else None
         batches = file.iter_batches(batch_size=chunk_rows, columns=selected)
         while True:
             with _parquet_errors(locator):

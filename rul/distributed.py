@@ -25,7 +25,7 @@ import pandas as pd
 from rul.errors import ConfigError, DataError, RulError
 from rul.fleet import Locator, validate_fleet
 from rul.forecaster import Forecaster, quantile_column
-from rul.loaders import FleetColumns, _canonical_names
+from rul.loaders import FleetColumns, _canonical_names, forecast_columns, require_features
 from rul.schema import ASSET_ID
 
 __all__ = ["LOCAL", "forecast_distributed", "forecast_distributed_rows", "forecast_partition"]
@@ -55,9 +55,7 @@ def forecast_partition(frame: pd.DataFrame, model_path: Path | str,
     model = cached_forecaster(model_path, threads, batch_size)
     locator = Locator(source, "row", 1)
     raw = _canonical_names(frame, columns or FleetColumns(), locator)
-    missing = [c for c in model.features if c not in raw.columns]
-    if missing:
-        raise DataError(f"missing columns {missing} that the model needs", file=source)
+    require_features(raw.columns, model.features, source)
     # The model's inputs whatever their kind: forecast_fleet reads them by name.
     return model.forecast_fleet(validate_fleet(raw, (), model.features, locator))
 
@@ -178,13 +176,9 @@ def _read(dd: Any, path: Path, columns: FleetColumns, features: list[str]) -> An
     """A dask DataFrame of a Parquet/CSV file, directory of part files or glob: the columns a
     forecast reads (asset_id, cycle, `features`), as far as the files have them."""
     pattern, kind = _input_kind(path)
-    timestamp = [columns.timestamp] if columns.timestamp else []
-    wanted = list(dict.fromkeys([columns.asset_id, columns.cycle, *timestamp, *features]))
     try:
         if kind == "parquet":
             frames = dd.read_parquet(pattern)
-            present = [c for c in wanted if c in frames.columns]
-            frames = dd.read_parquet(pattern, columns=present)  # the others are never decoded
         else:
             names = [pattern] if isinstance(pattern, str) else pattern
             gzipped = any(n.lower().endswith(".gz") for n in names)  # not splittable
@@ -196,7 +190,9 @@ def _read(dd: Any, path: Path, columns: FleetColumns, features: list[str]) -> An
     if missing:
         raise DataError(f"missing columns {missing}; found {list(frames.columns)}",
                         file=str(path))
-    return frames[[c for c in wanted if c in frames.columns]]  # only these are shuffled
+    # Only these are shuffled; Parquet never decodes the others (dask pushes the selection
+    # down into the read).
+    return frames[[c for c in forecast_columns(columns, features) if c in frames.columns]]
 
 
 def _input_kind(path: Path) -> tuple[str | list[str], str]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from rul.errors import DataError, RulError
 from rul.fleet import Fleet
-from rul.loaders import fleet_from_dataframe
+from rul.loaders import fleet_from_dataframe, require_features
 from rul.model_card import CARD_KEY
 from rul.predictor import Prediction
 from rul.schema import ASSET_ID, CYCLE
@@ -157,9 +157,7 @@ class Forecaster:
         (asset_id, cycle, the card's features) is validated first, like any input."""
         if isinstance(fleet, pd.DataFrame):
             fleet = fleet_from_dataframe(fleet)
-        missing = [c for c in self.features if c not in fleet.frame.columns]
-        if missing:
-            raise DataError(f"missing columns {missing} that the model needs", file=fleet.source)
+        require_features(fleet.frame.columns, self.features, fleet.source)
         raw = fleet.frame[self.features].to_numpy(dtype=np.float32)
         windows = make_windows(raw, fleet.lengths(), self.window, ends="last")
         return self.forecast_table(fleet.asset_ids, fleet.frame[CYCLE].to_numpy()[windows.end_rows],

@@ -179,6 +179,20 @@ def _canonical_names(raw: pd.DataFrame, columns: FleetColumns, locator: Locator
     return raw.rename(columns=renames)
 
 
+def forecast_columns(columns: FleetColumns, features: Sequence[str]) -> list[str]:
+    """The columns a forecast reads, by their names in the file: the asset id, the cycle, the
+    timestamp when one is named, and the model's features."""
+    named = [columns.asset_id, columns.cycle, *([columns.timestamp] if columns.timestamp else [])]
+    return list(dict.fromkeys([*named, *features]))
+
+
+def require_features(present: Sequence[str], features: Sequence[str], source: str) -> None:
+    """DataError unless every model feature is among the columns `present`."""
+    missing = [c for c in features if c not in present]
+    if missing:
+        raise DataError(f"missing columns {missing} that the model needs", file=source)
+
+
 def _find(directory: Path, stem: str) -> Path | None:
     for suffix in (".txt", ".txt.gz"):
         candidate = directory / f"{stem}{suffix}"

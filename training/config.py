@@ -183,9 +183,8 @@ def resolve_config(subset: str | None, *, backbone: str | None = None,
     sets (its backbone choosing the backbone defaults unless `backbone` is given), then
     `overrides` (the command-line flags)."""
     from_file = load_overrides(config_file) if config_file else {}
-    backbone = backbone or (from_file.get("model") or {}).get("backbone")
-    config = merge(default_config(subset, backbone), from_file)
-    config = merge(config, overrides or {})
+    chosen = backbone or (from_file.get("model") or {}).get("backbone")
+    config = merge(merge(default_config(subset, chosen), from_file), overrides or {})
     return merge(config, {"model": {"backbone": backbone}}) if backbone else config
 
 

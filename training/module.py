@@ -54,26 +54,27 @@ class RulModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.network(x)
 
-    def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def _loss(self, batch: tuple[torch.Tensor, ...], members: list[Any]) -> torch.Tensor:
         """The mean of the members' own losses: each member learns as if alone."""
-        x, rul, failure = batch
+        _, rul, failure = batch
         t = self.run_config.train
         losses = [multitask_loss(outputs, rul, failure, self.levels,
                                  self.run_config.data.rul_cap, t.quantile_weight,
                                  t.failure_weight)["loss"]
-                  for outputs in self.network.member_outputs(x)]
+                  for outputs in members]
         return torch.stack(losses).mean()
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self._loss(batch, self.network.member_outputs(batch[0]))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        loss = self._loss(batch)
+        members = self.network.member_outputs(batch[0])
+        loss = self._loss(batch, members)
         # Model selection judges what ships: the members' mean.
-        self.val_rmse.update(self(batch[0])[0].float(), batch[1])
+        self.val_rmse.update(self.network.combine(members)[0].float(), batch[1])
         n = len(batch[0])
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=n)
         self.log("val_rmse", self.val_rmse, on_epoch=True, prog_bar=True, batch_size=n)

@@ -59,7 +59,12 @@ class RulNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised windows [B, W, F] -> (rul [B], rul_quantiles [B, Q], failure logit [B]),
         RUL in cycles: the members' mean."""
-        outputs = self.member_outputs(x)
+        return self.combine(self.member_outputs(x))
+
+    def combine(self, outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The members' outputs (`member_outputs`) as the network's answer: their mean, the
+        outer quantiles widened, clipped at 0 at inference."""
         rul, quantiles, logit = outputs[0] if len(outputs) == 1 else (
             torch.stack(parts).mean(0) for parts in zip(*outputs, strict=True))
         quantiles = self.widen(quantiles)
