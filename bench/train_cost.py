@@ -38,7 +38,7 @@ import torch
 
 from rul.loaders import default_cmapss_dir, load_cmapss
 from training.config import BACKBONES, RunConfig, default_config, merge
-from training.datamodule import RulDataModule
+from training.datamodule import RulDataModule, fold_datamodules
 from training.module import RulModule, build_optimizer, multitask_loss
 from training.network import RulNetwork
 from training.run import build_trainer
@@ -288,9 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.data or default_cmapss_dir()
     for subset in args.subsets:
         fleet = load_cmapss(data_dir, subset).train
-        # One datamodule serves both backbones: the data config does not depend on them.
+        # One datamodule serves both backbones: the data config does not depend on them. A
+        # cross-fitted run trains one such network per fold; this times the first.
         config = bench_config(subset, args.backbones[0], args.epochs, args.seed)
-        datamodule = RulDataModule(fleet, config.data, config.train.batch_size, config.train.seed)
+        datamodule = fold_datamodules(fleet, config.data, config.train.batch_size,
+                                      config.train.seed)[0]
         for backbone in args.backbones:
             print("\n".join(bench_backbone(subset, backbone, datamodule, args)), flush=True)
     print(f"\ntorch threads after the runs: {torch.get_num_threads()}, {load_average()}")

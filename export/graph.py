@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from rul.preprocessing import Preprocessing
-from training.network import RulNetwork
+from training.backbones import CNNBackbone
+from training.network import Member, RulNetwork
 
 
 class PreprocessingLayer(nn.Module):
@@ -43,6 +45,43 @@ class PreprocessingLayer(nn.Module):
         return (sensors - self.mean[condition]) / self.std[condition]
 
 
+class FusedCNNMembers(nn.Module):
+    """CNN members with their common steps done once: the input layout before the first
+    convolution, and after the backbones one matrix product per member for its three heads,
+    then the quantile arithmetic on all members' outputs stacked. The same arithmetic as
+    RulNetwork.member_outputs, in a third of the graph nodes: at batch 1 each node's fixed
+    cost in onnxruntime, more than the arithmetic, is what a member costs. The backbones stay
+    one chain per member, which large batches run faster (cache-sized) than grouped
+    convolutions over all members at once (measured: 0.7x at batch 1024)."""
+
+    def __init__(self, members: list[Member], rul_cap: float) -> None:
+        super().__init__()
+        self.backbones = nn.ModuleList(m.backbone for m in members)
+        self.rul_cap = rul_cap
+        heads = [(m.rul_head, m.quantile_head, m.failure_head) for m in members]
+        # [M, D, 2 + Q] and [M, 1, 2 + Q]: rul, quantile steps, failure logit side by side.
+        self.register_buffer("head_weight", torch.stack(
+            [torch.cat([h.weight for h in hs]).T for hs in heads]).detach().clone())
+        self.register_buffer("head_bias", torch.stack(
+            [torch.cat([h.bias for h in hs])[None] for hs in heads]).detach().clone())
+
+    @staticmethod
+    def applies_to(network: RulNetwork) -> bool:
+        return len(network.members) > 1 and all(
+            isinstance(m.backbone, CNNBackbone) for m in network.members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised windows [B, W, F] -> every member's (rul [M, B], rul_quantiles [M, B, Q],
+        failure logit [M, B]), RUL in cycles, as RulNetwork.member_outputs stacked."""
+        h = x.transpose(1, 2).unsqueeze(2)  # [B, F, 1, W], as CNNBackbone.forward starts
+        features = torch.stack([b.features_from_map(h) for b in self.backbones])  # [M, B, D]
+        out = torch.matmul(features, self.head_weight) + self.head_bias  # [M, B, 2 + Q]
+        raw = out[..., 1:-1]
+        steps = torch.cat([raw[..., :1], F.softplus(raw[..., 1:])], dim=-1)
+        return (out[..., 0] * self.rul_cap, torch.cumsum(steps, dim=-1) * self.rul_cap,
+                out[..., -1])
+
+
 class ExportModel(nn.Module):
     """What the .onnx file computes: `readings` -> (`rul`, `rul_quantiles`,
     `failure_probability`)."""
@@ -51,7 +90,13 @@ class ExportModel(nn.Module):
         super().__init__()
         self.preprocessing = PreprocessingLayer(pre)
         self.network = network
+        self.fused = (FusedCNNMembers(list(network.members), network.rul_cap)
+                      if FusedCNNMembers.applies_to(network) else None)
 
     def forward(self, readings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rul, quantiles, logit = self.network(self.preprocessing(readings))
+        x = self.preprocessing(readings)
+        if self.fused is None:
+            rul, quantiles, logit = self.network(x)
+        else:
+            rul, quantiles, logit = self.network.combine_stacked(*self.fused(x))
         return rul, quantiles, self.network.failure_probability(logit)

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--window", type=int)
+    p.add_argument("--folds", type=int, help="networks in the cross-fitted ensemble, one per "
+                   "fold of the training assets (1: one network; CNN default: 5)")
     p.add_argument("--config", type=Path, help="YAML with data/model/train sections")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR's last.ckpt")
     p.add_argument("--accelerator", help="auto (default), cpu, gpu")
@@ -202,7 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     fleet, name = load_training_fleet(args)
     config = resolve_config(args.subset, backbone=args.backbone, config_file=args.config,
                             overrides={
-                                "data": _given(window=args.window, seed=args.seed),
+                                "data": _given(window=args.window, folds=args.folds,
+                                               seed=args.seed),
                                 "train": _given(max_epochs=args.max_epochs, seed=args.seed,
                                                 accelerator=args.accelerator,
                                                 devices=_devices(args.devices),

@@ -33,12 +33,19 @@ class DataConfig:
     """A sensor is dropped when one value covers at least this fraction of the training rows
     within its operating condition (constant and near-constant sensors carry no health)."""
     validation_fraction: float = 0.2
-    """Fraction of training assets held out (whole assets, never windows) for validation."""
+    """Fraction of training assets held out (whole assets, never windows) for validation
+    (with folds = 1)."""
+    folds: int = 1
+    """1: one network, validated on `validation_fraction` of the assets. K >= 2: a
+    cross-fitted ensemble: the assets are dealt into K folds, one network is trained per fold
+    and early-stopped on the fold it never saw, and the K networks are averaged into one model;
+    calibration and validation metrics use each asset's out-of-fold prediction, so every asset
+    is a validation asset once. Training costs K runs, inference K networks."""
     seed: int = 0
     """Seed of the asset split and the condition discovery."""
 
     def __post_init__(self) -> None:
-        for name in ("window", "stride", "rul_cap", "horizon", "max_conditions", "seed"):
+        for name in ("window", "stride", "rul_cap", "horizon", "max_conditions", "folds", "seed"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), name, value,
                    "must be an integer")
@@ -56,6 +63,7 @@ class DataConfig:
                                            and self.conditions >= 1),
                "conditions", self.conditions, "must be an integer >= 1 or null")
         _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
+        _check(self.folds >= 1, "folds", self.folds, "must be >= 1")
         _check(0.5 < self.near_constant_fraction <= 1.0, "near_constant_fraction",
                self.near_constant_fraction, "must be in (0.5, 1]")
         _check(0.0 <= self.validation_fraction < 1.0, "validation_fraction",

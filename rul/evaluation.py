@@ -25,7 +25,7 @@ def evaluate(predictor: Predictor, test: Fleet, test_rul: np.ndarray, *,
     """Every evaluation number for a test fleet with labels, as one JSON-ready dict."""
     raw = test.frame[predictor.features].to_numpy(dtype=np.float32)
     lengths = test.lengths()
-    last = predict_all(predictor, make_windows(raw, lengths, predictor.window, ends="last"))
+    last = last_window_predictions(predictor, test, raw)
     true = np.asarray(test_rul, dtype=np.float64)
     result: dict[str, Any] = {
         "n_assets": int(len(true)),
@@ -46,6 +46,16 @@ def evaluate(predictor: Predictor, test: Fleet, test_rul: np.ndarray, *,
     if trajectories:
         result.update(score_trajectories(predictor, test, test_rul, raw, lengths))
     return result
+
+
+def last_window_predictions(predictor: Predictor, fleet: Fleet,
+                            raw: np.ndarray | None = None) -> Prediction:
+    """One prediction per asset, from the window that ends at its last cycle (the protocol).
+    raw: the fleet's feature columns as float32, when the caller has them already."""
+    if raw is None:
+        raw = fleet.frame[predictor.features].to_numpy(dtype=np.float32)
+    return predict_all(predictor, make_windows(raw, fleet.lengths(), predictor.window,
+                                               ends="last"))
 
 
 def score_last_windows(pred: Prediction, true: np.ndarray, rul_cap: float, horizon: float,

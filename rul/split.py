@@ -23,6 +23,19 @@ def split_assets(fleet: Fleet, validation_fraction: float, seed: int) -> tuple[F
     return select_assets(fleet, ids[~is_val]), select_assets(fleet, ids[is_val])
 
 
+def fold_assets(fleet: Fleet, folds: int, seed: int) -> list[tuple[Fleet, Fleet]]:
+    """(train, validation) fleets for each of `folds` folds: the assets dealt at random into
+    folds of (nearly) equal size; fold k validates on its own assets and trains on the rest, so
+    every asset is validated on exactly once."""
+    ids = fleet.asset_ids
+    if folds < 2 or folds > len(ids):
+        raise ValueError(f"{fleet.source}: {len(ids)} assets cannot be dealt into {folds} folds "
+                         f"(2 to {len(ids)})")
+    fold = np.random.default_rng(seed).permutation(len(ids)) % folds
+    return [(select_assets(fleet, ids[fold != k]), select_assets(fleet, ids[fold == k]))
+            for k in range(folds)]
+
+
 def select_assets(fleet: Fleet, asset_ids: np.ndarray) -> Fleet:
     """The fleet restricted to `asset_ids` (order of the original fleet kept)."""
     mask = fleet.frame[ASSET_ID].isin(asset_ids).to_numpy()

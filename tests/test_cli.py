@@ -89,23 +89,29 @@ def test_export_refuses_a_missing_run(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.slow
 def test_resume_after_the_process_was_killed(sim_dir: Path, tmp_path: Path) -> None:
+    """Killed while training the second fold of the default cross-fitted run, resumed: the
+    finished fold is kept as it was, the second continues from its last.ckpt."""
     run = tmp_path / "run"
     args = ["train", "--data", str(sim_dir), "--subset", "SIM", "--out", str(run),
             "--max-epochs", "40", "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "rul.cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
+    last = run / "folds" / "fold-1" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
     while not last.is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert last.is_file(), "no checkpoint was written before the kill"
+    assert last.is_file(), "no checkpoint of the second fold was written before the kill"
     assert not (run / "model.ckpt").exists()
+    finished = (run / "folds" / "fold-0" / "finished.json").read_text()
     resumed = rul(*args[:-3], "--max-epochs", "3", "--no-progress", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (run / "model.ckpt").is_file()
+    assert (run / "folds" / "fold-0" / "finished.json").read_text() == finished
+    assert [p.name for p in (run / "folds" / "fold-0" / "logs").iterdir()] == ["version_0"]
+    assert len(list((run / "folds" / "fold-1" / "logs").iterdir())) == 2
 
 
 @pytest.mark.slow

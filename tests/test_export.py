@@ -214,3 +214,26 @@ def test_failed_parity_writes_no_file(sim, sim_model: Path, tmp_path: Path, monk
     with pytest.raises(ExportError, match="no model file was written"):
         export_checkpoint(run, tmp_path / "m.onnx", readings)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fused_cnn_members_compute_what_the_members_do() -> None:
+    import torch
+
+    from export.graph import FusedCNNMembers
+    from training.config import ModelConfig
+    from training.network import RulNetwork
+
+    torch.manual_seed(0)
+    network = RulNetwork(6, 20, 125, ModelConfig(hidden=8, members=4)).eval()
+    x = torch.randn(5, 20, 6)
+    fused = FusedCNNMembers(list(network.members), network.rul_cap)
+    with torch.no_grad():
+        one_by_one = [torch.stack(parts) for parts in zip(*network.member_outputs(x),
+                                                          strict=True)]
+        for expected, got in zip(one_by_one, fused(x), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    # The export takes the fused path only for several CNN members.
+    assert FusedCNNMembers.applies_to(network)
+    assert not FusedCNNMembers.applies_to(RulNetwork(6, 20, 125, ModelConfig(hidden=8)))
+    assert not FusedCNNMembers.applies_to(
+        RulNetwork(6, 20, 125, ModelConfig(backbone="lstm", hidden=8, members=2)))

@@ -20,8 +20,9 @@ from training.module import multitask_loss, pinball_loss
 from training.network import RulNetwork
 from training.run import train_run
 
-TINY = {"model": {"hidden": 16, "layers": 1}, "train": {"max_epochs": 6, "batch_size": 128,
-                                                        "patience": 6}}
+# One network (folds 1) unless a test is about the cross-fitted ensemble.
+TINY = {"data": {"folds": 1}, "model": {"hidden": 16, "layers": 1},
+        "train": {"max_epochs": 6, "batch_size": 128, "patience": 6}}
 
 
 def tiny_config(backbone: str = "cnn", **train) -> RunConfig:
@@ -130,6 +131,65 @@ def test_an_ensemble_run_learns(sim, tmp_path: Path) -> None:
     assert result["rmse"] < rmse(capped(sim.test_rul, 125), np.full(len(sim.test_rul), mean))
 
 
+@pytest.fixture(scope="session")
+def folds_run(sim, tmp_path_factory) -> Path:
+    config = merge(tiny_config(max_epochs=3), {"data": {"folds": 3}})
+    return train_run(sim.train, config, tmp_path_factory.mktemp("folds"), progress=False)
+
+
+def test_a_cross_fitted_run_joins_its_folds_into_one_model(sim, folds_run: Path) -> None:
+    predictor = load_checkpoint(folds_run)
+    assert len(predictor.network.members) == 3  # one network per fold
+    history = (folds_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("fold,epoch,") and {line[0] for line in history[1:]} == set("012")
+    metrics = json.loads((folds_run / "metrics.json").read_text())
+    # Validation is out of fold: every training asset, each by the network that never saw it.
+    assert metrics["validation"]["n_assets"] == sim.train.n_assets
+    assert len(metrics["best_epochs"]) == 3 and "best_epoch" not in metrics
+    for k in range(3):
+        fold = json.loads((folds_run / "folds" / f"fold-{k}" / "finished.json").read_text())
+        assert (folds_run / "folds" / f"fold-{k}" / fold["best_checkpoint"]).is_file()
+    result = evaluate(predictor, sim.test, sim.test_rul, trajectories=False)
+    mean = capped(rul_per_row(sim.train), 125).mean()
+    assert result["rmse"] < rmse(capped(sim.test_rul, 125), np.full(len(sim.test_rul), mean))
+
+
+def test_a_cross_fitted_model_is_the_mean_of_its_folds(sim, folds_run: Path) -> None:
+    from training.module import RulModule
+
+    predictor = load_checkpoint(folds_run)
+    joined, shape = predictor.network, (4, predictor.window, predictor.preprocessing.n_inputs)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+    per_fold = []
+    for k in range(3):
+        fold_dir = folds_run / "folds" / f"fold-{k}"
+        best = json.loads((fold_dir / "finished.json").read_text())["best_checkpoint"]
+        network = RulModule.load_from_checkpoint(fold_dir / best).network.eval()
+        with torch.no_grad():
+            per_fold.append(network.member_outputs(x)[0][0])
+    with torch.no_grad():
+        rul = joined(x)[0]
+    torch.testing.assert_close(rul, torch.stack(per_fold).mean(0).clamp(min=0.0))
+
+
+def test_a_cross_fitted_run_resumes_with_the_unfinished_fold(sim, tmp_path: Path) -> None:
+    config = merge(tiny_config(max_epochs=2), {"data": {"folds": 2}})
+    train_run(sim.train, config, tmp_path, progress=False)
+    # As if killed during fold 1: its network unfinished, nothing joined yet.
+    (tmp_path / "folds" / "fold-1" / "finished.json").unlink()
+    for name in ("model.ckpt", "metrics.json", "model_card.json"):
+        (tmp_path / name).unlink()
+    train_run(sim.train, merge(config, {"train": {"max_epochs": 3}}), tmp_path, resume=True,
+              progress=False)
+    logs = {k: sorted(p.name for p in (tmp_path / "folds" / f"fold-{k}" / "logs").iterdir())
+            for k in (0, 1)}
+    assert logs == {0: ["version_0"], 1: ["version_0", "version_1"]}  # fold 0 left alone
+    epochs = [line.split(",")[:2] for line in
+              (tmp_path / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == [["0", "0"], ["0", "1"], ["1", "0"], ["1", "1"], ["1", "2"]]
+    assert len(load_checkpoint(tmp_path).network.members) == 2
+
+
 def test_a_checkpoint_from_before_ensembles_still_loads(sim, tiny_run: Path,
                                                         tmp_path: Path) -> None:
     # Before ensembles the one member's weights sat at the network's top level.
@@ -158,11 +218,13 @@ def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:
     # the backbone's members); its backbone picks that backbone's defaults; flags win.
     (tmp_path / "epochs.yaml").write_text("train:\n  max_epochs: 3\n")
     config = resolve_config("FD002", config_file=tmp_path / "epochs.yaml")
-    assert (config.train.max_epochs, config.data.window, config.model.members) == (3, 40, 3)
+    assert (config.train.max_epochs, config.data.window, config.data.folds,
+            config.model.hidden) == (3, 40, 5, 32)
     (tmp_path / "lstm.yaml").write_text("model:\n  backbone: lstm\n")
     config = resolve_config("FD001", config_file=tmp_path / "lstm.yaml",
                             overrides={"data": {"window": 25}})
-    assert (config.model.backbone, config.model.members, config.data.window) == ("lstm", 1, 25)
+    assert (config.model.backbone, config.data.folds, config.model.hidden,
+            config.data.window) == ("lstm", 1, 64, 25)
     assert resolve_config("FD001", backbone="cnn",
                           config_file=tmp_path / "lstm.yaml").model.backbone == "cnn"
     (tmp_path / "list.yaml").write_text("- 1\n")

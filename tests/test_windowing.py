@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rul.split import split_assets, truncate_assets
+from rul.split import fold_assets, split_assets, truncate_assets
 from rul.targets import capped, failure_label, rul_per_row
 from rul.windowing import make_windows
 
@@ -91,6 +91,20 @@ def test_split_is_by_whole_assets_and_seeded(sim) -> None:
     again = split_assets(sim.train, 0.25, seed=1)[1]
     assert list(again.asset_ids) == list(val.asset_ids)
     assert list(split_assets(sim.train, 0.25, seed=2)[1].asset_ids) != list(val.asset_ids)
+
+
+def test_folds_validate_every_asset_exactly_once(sim) -> None:
+    folds = fold_assets(sim.train, 5, seed=3)
+    validated = [a for _, val in folds for a in val.asset_ids]
+    assert sorted(validated) == sorted(sim.train.asset_ids)  # each asset once
+    assert sorted(val.n_assets for _, val in folds) == [4, 5, 5, 5, 5]  # 24 assets in 5 folds
+    for train, val in folds:
+        assert set(train.asset_ids).isdisjoint(val.asset_ids)
+        assert train.n_assets + val.n_assets == sim.train.n_assets
+    again = fold_assets(sim.train, 5, seed=3)
+    assert [list(v.asset_ids) for _, v in again] == [list(v.asset_ids) for _, v in folds]
+    with pytest.raises(ValueError, match="24 assets cannot be dealt into 25 folds"):
+        fold_assets(sim.train, 25, seed=0)
 
 
 def test_truncation_labels_add_up(sim) -> None:

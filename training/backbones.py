@@ -34,7 +34,10 @@ class CNNBackbone(nn.Module):
         # The convolutions run as 1xK Conv2d on [B, F, 1, W]: the same numbers as Conv1d (which
         # torch computes that way anyway), but 4-D Conv nodes in ONNX, the only ones
         # onnxruntime's blocked NCHWc kernels take: 2-3x its Conv1d throughput at large batch.
-        h = x.transpose(1, 2).unsqueeze(2)
+        return self.features_from_map(x.transpose(1, 2).unsqueeze(2))
+
+    def features_from_map(self, h: torch.Tensor) -> torch.Tensor:
+        """The backbone on windows already laid out as [B, F, 1, W]."""
         for layer in self.convolutions:
             h = _as_conv2d(layer, h) if isinstance(layer, nn.Conv1d) else layer(h)
         return self.dense(h.squeeze(2))

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from rul.config import DataConfig
 from rul.fleet import Fleet
 from rul.preprocessing import Preprocessing, fit_preprocessing
-from rul.split import split_assets
+from rul.split import fold_assets, split_assets
 from rul.targets import capped, failure_label, rul_per_row
 from rul.windowing import Windows, make_windows
 
@@ -43,23 +43,23 @@ def build_dataset(fleet: Fleet, preprocessing: Preprocessing, config: DataConfig
 
 
 class RulDataModule(pl.LightningDataModule):
-    """Train and validation windows from run-to-failure data, split by whole assets.
+    """Train and validation windows of two disjoint sets of whole assets.
 
-    The preprocessing is fitted on the training split alone. Validation windows end at every
-    cycle of the held-out engines (short histories padded), so validation sees the same mix of
-    early-life and late-life windows that truncated test engines give.
+    Validation windows end at every cycle of the held-out engines (short histories padded), so
+    validation sees the same mix of early-life and late-life windows that truncated test
+    engines give.
     """
 
-    def __init__(self, fleet: Fleet, config: DataConfig, batch_size: int, seed: int) -> None:
+    def __init__(self, train_fleet: Fleet, val_fleet: Fleet, preprocessing: Preprocessing,
+                 config: DataConfig, batch_size: int, seed: int) -> None:
         super().__init__()
         self.config = config
         self.batch_size = batch_size
         self.seed = seed
-        self.train_fleet, self.val_fleet = split_assets(fleet, config.validation_fraction,
-                                                        config.seed)
-        self.preprocessing = fit_preprocessing(self.train_fleet, config)
-        self.train_set = build_dataset(self.train_fleet, self.preprocessing, config, "full")
-        self.val_set = build_dataset(self.val_fleet, self.preprocessing, config, "every")
+        self.train_fleet, self.val_fleet = train_fleet, val_fleet
+        self.preprocessing = preprocessing
+        self.train_set = build_dataset(train_fleet, preprocessing, config, "full")
+        self.val_set = build_dataset(val_fleet, preprocessing, config, "every")
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -68,3 +68,21 @@ class RulDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=max(self.batch_size, 1024))
+
+
+def fold_datamodules(fleet: Fleet, config: DataConfig, batch_size: int,
+                     seed: int) -> list[RulDataModule]:
+    """One data module per network of the run: the single split (folds = 1) or one per fold.
+
+    The preprocessing is fitted once, on the assets the networks train on: the training split,
+    or with folds the whole fleet (one normalisation serves every member of the exported graph;
+    it is unsupervised, so no fold sees another's targets)."""
+    if config.folds == 1:
+        splits = [split_assets(fleet, config.validation_fraction, config.seed)]
+        preprocessing = fit_preprocessing(splits[0][0], config)
+    else:
+        splits = fold_assets(fleet, config.folds, config.seed)
+        preprocessing = fit_preprocessing(fleet, config)
+    # Each fold's network gets its own seed for batch order.
+    return [RulDataModule(train, val, preprocessing, config, batch_size, seed + k)
+            for k, (train, val) in enumerate(splits)]

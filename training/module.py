@@ -38,15 +38,18 @@ _SINGLE_MEMBER = tuple(f"network.{part}." for part in ("backbone", "dropout", "r
 
 
 class RulModule(pl.LightningModule):
-    """Rebuilt from plain saved arguments: the run config, input width and preprocessing."""
+    """Rebuilt from plain saved arguments: the run config, input width and preprocessing.
+
+    members: the network's member count when it is not model.members, as in the model of a
+    cross-fitted run (folds x model.members networks, one group per fold)."""
 
     def __init__(self, config: dict[str, Any], n_inputs: int,
-                 preprocessing: dict[str, Any]) -> None:
+                 preprocessing: dict[str, Any], members: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.run_config = RunConfig.from_dict(config)
         data, model = self.run_config.data, self.run_config.model
-        self.network = RulNetwork(n_inputs, data.window, data.rul_cap, model)
+        self.network = RulNetwork(n_inputs, data.window, data.rul_cap, model, members)
         self.register_buffer("levels", torch.tensor(model.quantiles, dtype=torch.float32),
                              persistent=False)
         self.val_rmse = torchmetrics.MeanSquaredError(squared=False)

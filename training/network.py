@@ -39,10 +39,11 @@ class RulNetwork(nn.Module):
     trained side by side on the same batches, each on its own loss), averaged into one answer:
     the mean RUL, the mean of each quantile (still ordered) and the mean failure logit."""
 
-    def __init__(self, n_inputs: int, window: int, rul_cap: float, config: ModelConfig) -> None:
+    def __init__(self, n_inputs: int, window: int, rul_cap: float, config: ModelConfig,
+                 members: int | None = None) -> None:
         super().__init__()
         self.members = nn.ModuleList(Member(n_inputs, window, config)
-                                     for _ in range(config.members))
+                                     for _ in range(members or config.members))
         self.rul_cap = float(rul_cap)
         # Set after training on validation engines: temperature scaling of the failure logit,
         # and the conformal offset of the outer quantiles (0 while training).
@@ -65,8 +66,19 @@ class RulNetwork(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The members' outputs (`member_outputs`) as the network's answer: their mean, the
         outer quantiles widened, clipped at 0 at inference."""
-        rul, quantiles, logit = outputs[0] if len(outputs) == 1 else (
-            torch.stack(parts).mean(0) for parts in zip(*outputs, strict=True))
+        if len(outputs) == 1:
+            return self.finish(*outputs[0])
+        return self.combine_stacked(*(torch.stack(parts) for parts in zip(*outputs,
+                                                                           strict=True)))
+
+    def combine_stacked(self, rul: torch.Tensor, quantiles: torch.Tensor, logit: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`combine` for outputs stacked on a leading members axis: [M, B], [M, B, Q], [M, B]."""
+        return self.finish(rul.mean(0), quantiles.mean(0), logit.mean(0))
+
+    def finish(self, rul: torch.Tensor, quantiles: torch.Tensor, logit: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One answer from (mean) outputs: outer quantiles widened, clipped at 0 at inference."""
         quantiles = self.widen(quantiles)
         if not self.training:
             # Remaining life is never negative; clipping only at inference keeps the gradient

@@ -2,10 +2,13 @@
 
 RUN_DIR/config.yaml (resolved), model.ckpt (best weights, calibrated), model_card.json,
 metrics.json, history.csv, logs/ (Lightning CSV logs), checkpoints/ (last.ckpt, for --resume).
+A cross-fitted run (data.folds = K >= 2) trains its K networks in folds/fold-k/ (logs/,
+checkpoints/ each) and writes the same files at the top, model.ckpt holding all K networks.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,19 +22,23 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from rul.errors import ConfigError
-from rul.evaluation import evaluate
+from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
 from rul.io import atomic_write, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
+from rul.predictor import Prediction
 from rul.split import truncate_assets
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor
 from training.config import RunConfig, TrainConfig
-from training.datamodule import RulDataModule
+from training.datamodule import RulDataModule, fold_datamodules
 from training.module import RulModule
 
-RUN_ENTRIES = ("config.yaml", "model.ckpt", "checkpoints", "logs")
+RUN_ENTRIES = ("config.yaml", "model.ckpt", "checkpoints", "logs", "folds")
 """What a run directory holds once a run has started in it (besides its other outputs)."""
+LAST = Path("checkpoints") / "last.ckpt"
+FINISHED = "finished.json"
+"""A fold's marker once its network has finished training: the best checkpoint's path."""
 
 
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
@@ -48,25 +55,53 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
     t = config.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    pl.seed_everything(t.seed, workers=True, verbose=False)
-    datamodule = RulDataModule(fleet, config.data, t.batch_size, t.seed)
-    module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
-                       datamodule.preprocessing.to_dict())
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if resume and not last.is_file():
-        raise FileNotFoundError(f"{last}: nothing to resume from")
+    datamodules = fold_datamodules(fleet, config.data, t.batch_size, t.seed)
+    dirs = network_dirs(out_dir, len(datamodules))
+    if resume and not any((d / LAST).is_file() for d in dirs):
+        raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
         # A fresh run would mix its epochs and checkpoints with the earlier run's.
         raise ConfigError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it "
                           "with --resume, or train into another directory")
-    trainer = build_trainer(t, out_dir, progress,
-                            [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
-    if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path or str(last)
-        finish_run(best, datamodule, fleet, config, out_dir, name)
+    best = [fit_network(dm, config, d, seed=t.seed + k, resume=resume, progress=progress,
+                        finished_marker=len(dirs) > 1)
+            for k, (dm, d) in enumerate(zip(datamodules, dirs, strict=True))]
+    if best[0] is not None:  # rank zero
+        finish_run(best, datamodules, fleet, config, out_dir, name)
     return out_dir
+
+
+def network_dirs(out_dir: Path, networks: int) -> list[Path]:
+    """Where each network of a run trains: the run directory itself, or one folder per fold."""
+    if networks == 1:
+        return [out_dir]
+    return [out_dir / "folds" / f"fold-{k}" for k in range(networks)]
+
+
+def fit_network(datamodule: RulDataModule, config: RunConfig, run_dir: Path, *, seed: int,
+                resume: bool, progress: bool, finished_marker: bool) -> str | None:
+    """Train one network into run_dir (checkpoints/, logs/); its best checkpoint's path on rank
+    zero, None elsewhere. With `finished_marker` (folds), a network that finished is not
+    touched again by a resumed run, which goes on with the first unfinished one."""
+    marker = run_dir / FINISHED
+    if finished_marker and marker.is_file():
+        return str(run_dir / json.loads(marker.read_text())["best_checkpoint"])
+    pl.seed_everything(seed, workers=True, verbose=False)
+    module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
+                       datamodule.preprocessing.to_dict())
+    t = config.train
+    trainer = build_trainer(t, run_dir, progress,
+                            [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)])
+    last = run_dir / LAST
+    trainer.fit(module, datamodule=datamodule,
+                ckpt_path=str(last) if resume and last.is_file() else None)
+    if not trainer.is_global_zero:
+        return None
+    best = Path(trainer.checkpoint_callback.best_model_path or last)
+    if finished_marker:
+        write_json(marker, {"best_checkpoint": str(best.resolve().relative_to(run_dir.resolve()))})
+    return str(best)
 
 
 def build_trainer(t: TrainConfig, out_dir: Path | str, progress: bool,
@@ -93,26 +128,43 @@ def build_trainer(t: TrainConfig, out_dir: Path | str, progress: bool,
     )
 
 
-def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, config: RunConfig,
-               out_dir: Path, name: str) -> None:
-    """Calibrate the best epoch (failure temperature, interval offset) and write the run's files.
+def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fleet: Fleet,
+               config: RunConfig, out_dir: Path, name: str) -> None:
+    """Join the networks' best epochs into one model, calibrate it (failure temperature,
+    interval offset) and write the run's files.
 
-    Both are fitted on the validation windows; the checkpoint Lightning saved has them at their
-    neutral values (1 and 0), so what validation_outputs sees is uncalibrated."""
-    module = RulModule.load_from_checkpoint(best_checkpoint, map_location="cpu").eval()
-    outputs = validation_outputs(module, datamodule)
-    module.network.temperature.fill_(fit_temperature(outputs["logit"], outputs["failure"]))
+    Calibration and validation metrics use each validation asset's prediction by the network
+    that never trained on it (with folds: every asset's out-of-fold prediction). The
+    checkpoints Lightning saved have temperature and offset at their neutral values (1 and 0),
+    so what validation_outputs sees is uncalibrated."""
+    networks = [RulModule.load_from_checkpoint(p, map_location="cpu").eval()
+                for p in best_checkpoints]
+    parts = [validation_outputs(m, dm) for m, dm in zip(networks, datamodules, strict=True)]
+    outputs = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    temperature = fit_temperature(outputs["logit"], outputs["failure"])
     quantiles = config.model.quantiles
-    module.network.interval_offset.fill_(fit_interval_offset(
-        outputs["lower"], outputs["upper"], outputs["rul"], quantiles[-1] - quantiles[0]))
-    predictor = CheckpointPredictor(module)
-    validation = validation_metrics(predictor, datamodule.val_fleet, config.data.seed)
-    history = read_history(out_dir / "logs")
-    metrics = {"validation": validation, "best_epoch": best_epoch(history)}
-    card = build_model_card(name=name, preprocessing=datamodule.preprocessing,
+    offset = fit_interval_offset(outputs["lower"], outputs["upper"], outputs["rul"],
+                                 quantiles[-1] - quantiles[0])
+    module = networks[0] if len(networks) == 1 else join_networks(networks)
+    for m in {module, *networks}:
+        m.network.temperature.fill_(temperature)
+        m.network.interval_offset.fill_(offset)
+    validation = validation_metrics(
+        [(CheckpointPredictor(m), dm.val_fleet) for m, dm in zip(networks, datamodules,
+                                                                  strict=True)],
+        config.data.seed)
+    histories = [read_history(d / "logs") for d in network_dirs(out_dir, len(networks))]
+    metrics = {"validation": validation, "best_epochs": [best_epoch(h) for h in histories]}
+    if len(histories) == 1:
+        history = histories[0]
+        metrics["best_epoch"] = metrics["best_epochs"][0]
+    else:
+        history = pd.concat([h.assign(fold=k) for k, h in enumerate(histories)])
+        history = history[["fold", *histories[0].columns]]
+    card = build_model_card(name=name, preprocessing=datamodules[0].preprocessing,
                             config=config.to_dict(), fingerprint=fleet_fingerprint(fleet),
-                            calibration={"failure_temperature": float(module.network.temperature),
-                                         "interval_offset": float(module.network.interval_offset)},
+                            calibration={"failure_temperature": temperature,
+                                         "interval_offset": offset},
                             metrics=metrics,
                             libraries=("torch", "pytorch-lightning"))
     config.save(out_dir / "config.yaml")
@@ -120,6 +172,19 @@ def finish_run(best_checkpoint: str, datamodule: RulDataModule, fleet: Fleet, co
     write_json(out_dir / "model_card.json", card)
     write_json(out_dir / "metrics.json", metrics)
     history.to_csv(out_dir / "history.csv", index=False)
+
+
+def join_networks(networks: list[RulModule]) -> RulModule:
+    """One module whose members are every network's members, in order (the cross-fitted
+    ensemble: the mean of the folds' networks)."""
+    first = networks[0]
+    hp = first.hparams
+    joined = RulModule(hp["config"], hp["n_inputs"], hp["preprocessing"],
+                       members=sum(len(m.network.members) for m in networks))
+    members = [member for m in networks for member in m.network.members]
+    for target, source in zip(joined.network.members, members, strict=True):
+        target.load_state_dict(source.state_dict())
+    return joined.eval()
 
 
 @torch.no_grad()
@@ -135,14 +200,21 @@ def validation_outputs(module: RulModule, datamodule: RulDataModule) -> dict[str
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def validation_metrics(predictor: CheckpointPredictor, val_fleet: Fleet,
+def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]],
                        seed: int) -> dict[str, Any]:
-    """The test protocol on validation engines cut at random cycles, as test engines are."""
-    truncated, rul_at_end = truncate_assets(val_fleet, seed)
-    result = evaluate(predictor, truncated, rul_at_end, trajectories=False)
+    """The test protocol on validation engines cut at random cycles, as test engines are, each
+    engine predicted by the network it validated (`parts`: network, validation fleet)."""
+    predictions, labels = [], []
+    for predictor, val_fleet in parts:
+        truncated, rul_at_end = truncate_assets(val_fleet, seed)
+        predictions.append(last_window_predictions(predictor, truncated))
+        labels.append(rul_at_end)
+    p = parts[0][0]
+    result = score_last_windows(Prediction.concatenate(predictions), np.concatenate(labels),
+                                p.rul_cap, p.horizon, 0.5, p.quantiles)
     keys = ("rmse", "mae", "score", "rmse_uncapped", "f1", "precision", "recall", "auroc",
-            "brier", "ece", "coverage", "n_assets")
-    return {k: result[k] for k in keys}
+            "brier", "ece", "coverage")
+    return {**{k: result[k] for k in keys}, "n_assets": int(sum(len(x) for x in labels))}
 
 
 def read_history(log_dir: Path) -> pd.DataFrame:
