@@ -358,9 +358,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"[1/4] simulating a 100-asset fleet into {data}")
     write_cmapss(simulate_fleet(SimulationConfig(assets=100, seed=args.seed)), data, "SIM")
-    print(f"[2/4] training a 1D-CNN into {run} (up to {args.max_epochs} epochs)")
     config = merge(default_config("SIM", "cnn"), {"train": {"max_epochs": args.max_epochs,
                                                              "seed": args.seed}})
+    print(f"[2/4] training {config.data.folds} 1D-CNNs, one per fold of the training assets, "
+          f"into {run} (up to {args.max_epochs} epochs each)")
     fleet = load_cmapss(data, "SIM").train
     shutil.rmtree(run, ignore_errors=True)  # the demo's own run of an earlier demo
     train_run(fleet, config, run, name="sim", progress=sys.stderr.isatty())
