@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.data or default_cmapss_dir()
     for subset in args.subsets:
         fleet = load_cmapss(data_dir, subset).train
-        # One datamodule serves both backbones: the data config does not depend on them. A
-        # cross-fitted run trains one such network per fold; this times the first.
+        # One datamodule (the first backbone's: the CNN's first fold by default) serves every
+        # backbone, so they are timed on the same windows; a cross-fitted run trains one such
+        # network per fold.
         config = bench_config(subset, args.backbones[0], args.epochs, args.seed)
         datamodule = fold_datamodules(fleet, config.data, config.train.batch_size,
                                       config.train.seed)[0]

@@ -190,6 +190,14 @@ def test_a_cross_fitted_run_resumes_with_the_unfinished_fold(sim, tmp_path: Path
     assert len(load_checkpoint(tmp_path).network.members) == 2
 
 
+def test_resuming_a_one_network_run_with_folds_says_how(sim, tmp_path: Path) -> None:
+    config = tiny_config(max_epochs=1)
+    train_run(sim.train, config, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="one-network run; resume it with --folds 1"):
+        train_run(sim.train, merge(config, {"data": {"folds": 2}}), tmp_path, resume=True,
+                  progress=False)
+
+
 def test_a_checkpoint_from_before_ensembles_still_loads(sim, tiny_run: Path,
                                                         tmp_path: Path) -> None:
     # Before ensembles the one member's weights sat at the network's top level.

@@ -172,8 +172,8 @@ BACKBONE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 # Per subset and backbone, over both of the above. On FD003 five full-size networks won the
-# out-of-fold validation over five small ones (15.21 to 15.47 RMSE); on FD001, FD002 and FD004
-# the small ones won (15.25, 18.51, 19.42 against 15.54, 19.58, 20.03).
+# out-of-fold validation over five small ones (13.15 to 13.69 RMSE); on FD001, FD002 and FD004
+# the small ones won (15.98, 16.71, 17.49 against 16.08, 16.89, 18.76).
 SUBSET_BACKBONE_DEFAULTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("FD003", "cnn"): {"model": {"hidden": 64, "dropout": 0.2}, "train": {"weight_decay": 1e-4}},
 }

@@ -20,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from rul.errors import ConfigError
 from rul.evaluation import last_window_predictions, score_last_windows
@@ -58,6 +59,9 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
     datamodules = fold_datamodules(fleet, config.data, t.batch_size, t.seed)
     dirs = network_dirs(out_dir, len(datamodules))
     if resume and not any((d / LAST).is_file() for d in dirs):
+        if (out_dir / LAST).is_file():
+            raise ConfigError(f"{out_dir} holds a one-network run; resume it with --folds 1 "
+                              f"(this configuration has {len(dirs)} folds)")
         raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
@@ -67,7 +71,7 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
     best = [fit_network(dm, config, d, seed=t.seed + k, resume=resume, progress=progress,
                         finished_marker=len(dirs) > 1)
             for k, (dm, d) in enumerate(zip(datamodules, dirs, strict=True))]
-    if best[0] is not None:  # rank zero
+    if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
         finish_run(best, datamodules, fleet, config, out_dir, name)
     return out_dir
 
@@ -86,6 +90,8 @@ def fit_network(datamodule: RulDataModule, config: RunConfig, run_dir: Path, *, 
     touched again by a resumed run, which goes on with the first unfinished one."""
     marker = run_dir / FINISHED
     if finished_marker and marker.is_file():
+        if rank_zero_only.rank != 0:
+            return None
         return str(run_dir / json.loads(marker.read_text())["best_checkpoint"])
     pl.seed_everything(seed, workers=True, verbose=False)
     module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
@@ -134,7 +140,8 @@ def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fl
     interval offset) and write the run's files.
 
     Calibration and validation metrics use each validation asset's prediction by the network
-    that never trained on it (with folds: every asset's out-of-fold prediction). The
+    that never trained on it (with folds: every asset's out-of-fold prediction, by one network
+    of the ensemble, so they describe one network rather than the ensemble's mean). The
     checkpoints Lightning saved have temperature and offset at their neutral values (1 and 0),
     so what validation_outputs sees is uncalibrated."""
     networks = [RulModule.load_from_checkpoint(p, map_location="cpu").eval()
@@ -205,8 +212,9 @@ def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]],
     """The test protocol on validation engines cut at random cycles, as test engines are, each
     engine predicted by the network it validated (`parts`: network, validation fleet)."""
     predictions, labels = [], []
-    for predictor, val_fleet in parts:
-        truncated, rul_at_end = truncate_assets(val_fleet, seed)
+    for k, (predictor, val_fleet) in enumerate(parts):
+        # Each fold its own cut points: the same seed would cut every fold's i-th engine alike.
+        truncated, rul_at_end = truncate_assets(val_fleet, seed + k)
         predictions.append(last_window_predictions(predictor, truncated))
         labels.append(rul_at_end)
     p = parts[0][0]
