@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from rul.preprocessing import Preprocessing
 from training.backbones import CNNBackbone
-from training.network import Member, RulNetwork
+from training.network import Member, RulNetwork, ordered_quantiles
 
 
 class PreprocessingLayer(nn.Module):
@@ -76,9 +75,7 @@ class FusedCNNMembers(nn.Module):
         h = x.transpose(1, 2).unsqueeze(2)  # [B, F, 1, W], as CNNBackbone.forward starts
         features = torch.stack([b.features_from_map(h) for b in self.backbones])  # [M, B, D]
         out = torch.matmul(features, self.head_weight) + self.head_bias  # [M, B, 2 + Q]
-        raw = out[..., 1:-1]
-        steps = torch.cat([raw[..., :1], F.softplus(raw[..., 1:])], dim=-1)
-        return (out[..., 0] * self.rul_cap, torch.cumsum(steps, dim=-1) * self.rul_cap,
+        return (out[..., 0] * self.rul_cap, ordered_quantiles(out[..., 1:-1]) * self.rul_cap,
                 out[..., -1])
 
 

@@ -14,6 +14,13 @@ from training.backbones import build_backbone
 from training.config import ModelConfig
 
 
+def ordered_quantiles(raw: torch.Tensor) -> torch.Tensor:
+    """The quantile head's raw outputs [..., Q] as quantiles that never cross: the first, then
+    non-negative (softplus) increments, summed along the last axis."""
+    steps = torch.cat([raw[..., :1], F.softplus(raw[..., 1:])], dim=-1)
+    return torch.cumsum(steps, dim=-1)
+
+
 class Member(nn.Module):
     """One backbone with its three heads: raw outputs, RUL in units of rul_cap."""
 
@@ -28,9 +35,7 @@ class Member(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = self.dropout(self.backbone(x))
-        raw = self.quantile_head(h)
-        steps = torch.cat([raw[:, :1], F.softplus(raw[:, 1:])], dim=1)
-        return (self.rul_head(h).squeeze(-1), torch.cumsum(steps, dim=1),
+        return (self.rul_head(h).squeeze(-1), ordered_quantiles(self.quantile_head(h)),
                 self.failure_head(h).squeeze(-1))
 
 
