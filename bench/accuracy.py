@@ -5,9 +5,10 @@
 
 Subsets with test labels (FD001, FD003) are scored on the test set with the standard protocol
 (last window per engine, true RUL capped at 125). FD002 and FD004 ship without test labels
-here: they are scored on their held-out validation engines (20 % of the training engines, a
-different random split per seed, each engine cut at a random cycle as test engines are). With
-the labels, run: rul evaluate --model RUN --subset FD002 --labels RUL_FD002.txt
+here: they are scored on the run's own validation (metrics.json): with the cross-fitted
+default, every training engine predicted by the network that never trained on it, each engine
+cut at ten random cycles as test engines are cut. With the labels, run:
+rul evaluate --model RUN --subset FD002 --labels RUL_FD002.txt
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ class DataConfig:
     """Cycles per input window."""
     stride: int = 1
     """Cycles between the ends of consecutive training windows."""
+    padded_windows: bool = False
+    """Also train on the windows that end in each asset's first `window` - 1 cycles, padded by
+    repeating the first reading as serving pads a short history: without them, a long window
+    leaves the network blind to young assets (test engines from 19 cycles on in FD004)."""
     rul_cap: int = 125
     """Targets are min(RUL, rul_cap): the piecewise-linear target of the literature."""
     horizon: int = 30
@@ -49,6 +53,8 @@ class DataConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool), name, value,
                    "must be an integer")
+        _check(isinstance(self.padded_windows, bool), "padded_windows", self.padded_windows,
+               "must be true or false")
         _check(isinstance(self.near_constant_fraction, int | float), "near_constant_fraction",
                self.near_constant_fraction, "must be a number")
         _check(isinstance(self.validation_fraction, int | float), "validation_fraction",

@@ -139,7 +139,8 @@ class Forecaster:
                                     probability.astype(np.float64)))
         if not parts:
             raise DataError("no readings to predict from")
-        return Prediction.concatenate(parts)
+        # One batch (every single-asset request) needs no copy into a new array.
+        return parts[0] if len(parts) == 1 else Prediction.concatenate(parts)
 
     def predict_history(self, readings: np.ndarray) -> tuple[Prediction, int]:
         """One asset's readings [cycles, n_features], oldest first -> (prediction at the last

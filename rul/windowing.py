@@ -49,10 +49,12 @@ def make_windows(values: np.ndarray, lengths: np.ndarray, window: int, *, stride
                  ends: str = "full") -> Windows:
     """Windows over consecutive assets of `values` [rows, features], `lengths` rows each.
 
-    ends: 'full' windows ending at every `stride`-th cycle from cycle `window` on (an asset
-    shorter than the window gives one padded window ending at its last cycle); 'every' a window
-    ending at every cycle, padded where the history is short (trajectories); 'last' one window
-    per asset, ending at its last cycle (the evaluation protocol, and serving).
+    ends: 'full' windows ending at every `stride`-th cycle down to cycle `window` (an asset
+    shorter than the window gives one padded window ending at its last cycle); 'every' the
+    same down to the asset's first cycles, padded where the history is short (trajectories;
+    training that also shows the network young assets); 'last' one window per asset, ending
+    at its last cycle (the evaluation protocol, and serving). Strided ends are counted back
+    from each asset's last cycle, so that one is always among them.
     """
     if ends not in WINDOW_ENDS:
         raise ValueError(f"ends must be one of {WINDOW_ENDS}, got {ends!r}")
@@ -72,15 +74,12 @@ def make_windows(values: np.ndarray, lengths: np.ndarray, window: int, *, stride
     # End positions e (0-based cycle index within the asset) of each asset's windows.
     if ends == "last":
         count = np.ones_like(lengths)
-    elif ends == "every":
-        count = lengths
     else:
-        first_end = np.minimum(window, lengths) - 1
+        first_end = np.zeros_like(lengths) if ends == "every" else np.minimum(window, lengths) - 1
         count = (lengths - 1 - first_end) // stride + 1
     asset_index = np.repeat(np.arange(len(lengths)), count)
     back = np.repeat(count, count) - 1 - _ragged_arange(count)  # windows after this one
-    step = 1 if ends == "every" else stride
-    e = lengths[asset_index] - 1 - back * step
+    e = lengths[asset_index] - 1 - back * stride
     return Windows(
         values=values[source],
         starts=block_start[asset_index] + pad[asset_index] + e - window + 1,

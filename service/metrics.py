@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -36,16 +37,29 @@ READINGS = Counter("rul_readings_stored", "Readings stored")
 ALERTS_RAISED = Counter("rul_alerts_raised", "Alerts raised (threshold crossings)")
 ALERTS = Counter("rul_alert_deliveries", "Webhook deliveries by outcome", ["outcome"])
 
+def _child(metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+    """`metric.labels(*labels)`, looked up once per label set: prometheus_client's own lookup
+    (validation, a lock) cost a single prediction ~4 us per metric."""
+    key = (id(metric), labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
     """One answered request; `route` is the matched route's template (None: no route)."""
     route = route or "unmatched"
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    _child(REQUESTS, method, route, str(status)).inc()
+    _child(LATENCY, method, route).observe(seconds)
 
 
 def observe_inference(model: str, windows: int, seconds: float) -> None:
-    INFERENCE.labels(model).observe(seconds)
-    WINDOWS.labels(model).inc(windows)
+    _child(INFERENCE, model).observe(seconds)
+    _child(WINDOWS, model).inc(windows)
 
 
 def observe_delivery(outcome: str) -> None:

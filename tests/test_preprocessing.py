@@ -116,6 +116,7 @@ def test_normalisation_is_invariant_to_affine_sensor_units(scale: float, shift: 
     ({"normalisation": "minmax"}, "normalisation must be one of"),
     ({"validation_fraction": 1.0}, "validation_fraction must be in [0, 1)"),
     ({"windw": 3}, "unknown keys ['windw']"),
+    ({"padded_windows": "yes"}, "padded_windows must be true or false, got 'yes'"),
 ])
 def test_data_config_errors_name_the_field(values: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
 from training.config import ModelConfig, RunConfig, default_config, merge, resolve_config
+from training.datamodule import fold_datamodules
 from training.module import multitask_loss, pinball_loss
 from training.network import RulNetwork
 from training.run import train_run
@@ -104,6 +106,24 @@ def test_widened_quantiles_stay_ordered() -> None:
     assert net.widen(quantiles).tolist() == [[20.0, 20.0, 20.0]]
 
 
+def test_answers_are_clipped_to_the_target_range_at_inference_only() -> None:
+    torch.manual_seed(0)
+    net = RulNetwork(5, 12, 125, ModelConfig(hidden=8))
+    x = torch.randn(4, 12, 5)
+    for bias, inside in ((3.0, 125.0), (-3.0, 0.0)):  # far above the cap, far below zero
+        net.members[0].rul_head.bias.data.fill_(bias)
+        net.members[0].quantile_head.bias.data.fill_(bias)
+        rul, quantiles, _ = net.train()(x)
+        assert ((rul > 125) if bias > 0 else (rul < 0)).all()  # training keeps gradients
+        rul, quantiles, _ = net.eval()(x)
+        assert (rul == inside).all() and (quantiles[:, 0] == inside).all()
+        assert ((quantiles >= 0) & (quantiles <= 125)).all()
+        # Calibration sees the unclipped answer.
+        raw_rul, raw_quantiles, _ = net.combine(net.member_outputs(x), clip=False)
+        assert torch.equal(raw_rul.clamp(0, 125), rul) and not (raw_rul == inside).any()
+        assert torch.equal(raw_quantiles.clamp(0, 125), quantiles)
+
+
 def test_members_are_averaged_into_one_answer() -> None:
     torch.manual_seed(0)
     net = RulNetwork(5, 12, 125, ModelConfig(hidden=8, members=3)).eval()
@@ -112,9 +132,9 @@ def test_members_are_averaged_into_one_answer() -> None:
     rul, quantiles, logit = net(x)
     members = net.member_outputs(x)
     assert len(members) == 3 and not torch.equal(members[0][0], members[1][0])
-    assert torch.allclose(rul, torch.stack([m[0] for m in members]).mean(0).clamp(min=0))
+    assert torch.allclose(rul, torch.stack([m[0] for m in members]).mean(0).clamp(0, 125))
     assert torch.allclose(logit, torch.stack([m[2] for m in members]).mean(0))
-    mean_quantiles = net.widen(torch.stack([m[1] for m in members]).mean(0)).clamp(min=0)
+    mean_quantiles = net.widen(torch.stack([m[1] for m in members]).mean(0)).clamp(0, 125)
     assert torch.allclose(quantiles, mean_quantiles)
     assert (quantiles.diff(dim=1) >= 0).all()
     with pytest.raises(ValueError, match="model.members must be a positive integer"):
@@ -169,7 +189,7 @@ def test_a_cross_fitted_model_is_the_mean_of_its_folds(sim, folds_run: Path) -> 
             per_fold.append(network.member_outputs(x)[0][0])
     with torch.no_grad():
         rul = joined(x)[0]
-    torch.testing.assert_close(rul, torch.stack(per_fold).mean(0).clamp(min=0.0))
+    torch.testing.assert_close(rul, torch.stack(per_fold).mean(0).clamp(0.0, predictor.rul_cap))
 
 
 def test_a_cross_fitted_run_resumes_with_the_unfinished_fold(sim, tmp_path: Path) -> None:
@@ -227,7 +247,7 @@ def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:
     (tmp_path / "epochs.yaml").write_text("train:\n  max_epochs: 3\n")
     config = resolve_config("FD002", config_file=tmp_path / "epochs.yaml")
     assert (config.train.max_epochs, config.data.window, config.data.folds,
-            config.model.hidden) == (3, 40, 5, 32)
+            config.model.hidden) == (3, 60, 5, 32)
     (tmp_path / "lstm.yaml").write_text("model:\n  backbone: lstm\n")
     config = resolve_config("FD001", config_file=tmp_path / "lstm.yaml",
                             overrides={"data": {"window": 25}})
@@ -293,6 +313,34 @@ def test_resume_continues_from_last_epoch(sim, tmp_path: Path) -> None:
     assert (tmp_path / "history.csv").read_text().count("\n") == 5  # untouched
 
 
+def test_resume_refuses_a_changed_data_model_or_seed(sim, tmp_path: Path) -> None:
+    config = merge(tiny_config(max_epochs=1), {"data": {"folds": 2}})
+    train_run(sim.train, config, tmp_path, progress=False)
+    (tmp_path / "folds" / "fold-1" / "finished.json").unlink()  # as if killed in fold 1
+    for change, named in (({"data": {"window": 20}}, "data.window: 30 -> 20"),
+                          ({"model": {"hidden": 8}}, "model.hidden: 16 -> 8"),
+                          ({"train": {"seed": 5}}, "train.seed: 0 -> 5")):
+        with pytest.raises(ValueError, match=f"another configuration \\({named}"):
+            train_run(sim.train, merge(config, change), tmp_path, resume=True, progress=False)
+    # More epochs (or other hardware) is what resuming is for.
+    train_run(sim.train, merge(config, {"train": {"max_epochs": 2}}), tmp_path, resume=True,
+              progress=False)
+
+
 def test_resume_without_a_run_is_an_error(sim, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train_run(sim.train, tiny_config(), tmp_path, resume=True, progress=False)
+
+
+def test_padded_windows_add_each_young_assets_windows_to_training(sim) -> None:
+    config = default_config("SIM").data
+    full, padded = (fold_datamodules(sim.train, replace(config, padded_windows=flag), 64, 0)[0]
+                    for flag in (False, True))
+    lengths = full.train_fleet.lengths()
+    # Every cycle of every training asset ends a window; before, the first window - 1 did not.
+    assert len(padded.train_set) == lengths.sum()
+    assert len(full.train_set) == (lengths - config.window + 1).sum()
+    x, rul, _ = padded.train_set[0]  # the first cycle alone, repeated
+    assert torch.equal(x, x[:1].expand_as(x)) and rul == min(lengths[0] - 1, config.rul_cap)
+    assert len(padded.val_set) == len(full.val_set)  # validation is unchanged
+

@@ -35,10 +35,10 @@ class WindowDataset(Dataset):
 
 
 def build_dataset(fleet: Fleet, preprocessing: Preprocessing, config: DataConfig, ends: str,
-                  rul_at_end: np.ndarray | None = None) -> WindowDataset:
+                  rul_at_end: np.ndarray | None = None, stride: int = 1) -> WindowDataset:
     """Normalised windows of a fleet with their capped RUL and failure targets."""
     windows = make_windows(preprocessing.transform_fleet(fleet), fleet.lengths(), config.window,
-                           stride=config.stride if ends == "full" else 1, ends=ends)
+                           stride=stride, ends=ends)
     return WindowDataset(windows, rul_per_row(fleet, rul_at_end), config.rul_cap, config.horizon)
 
 
@@ -58,7 +58,9 @@ class RulDataModule(pl.LightningDataModule):
         self.seed = seed
         self.train_fleet, self.val_fleet = train_fleet, val_fleet
         self.preprocessing = preprocessing
-        self.train_set = build_dataset(train_fleet, preprocessing, config, "full")
+        self.train_set = build_dataset(train_fleet, preprocessing, config,
+                                       "every" if config.padded_windows else "full",
+                                       stride=config.stride)
         self.val_set = build_dataset(val_fleet, preprocessing, config, "every")
 
     def train_dataloader(self) -> DataLoader:

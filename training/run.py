@@ -40,6 +40,8 @@ RUN_ENTRIES = ("config.yaml", "model.ckpt", "checkpoints", "logs", "folds")
 LAST = Path("checkpoints") / "last.ckpt"
 FINISHED = "finished.json"
 """A fold's marker once its network has finished training: the best checkpoint's path."""
+VALIDATION_CUTS = 10
+"""Random cut points per validation engine in the run's validation metrics."""
 
 
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
@@ -63,6 +65,8 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
             raise ConfigError(f"{out_dir} holds a one-network run; resume it with --folds 1 "
                               f"(this configuration has {len(dirs)} folds)")
         raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
+    if resume:
+        check_same_run(out_dir, dirs, config)
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
         # A fresh run would mix its epochs and checkpoints with the earlier run's.
@@ -74,6 +78,26 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
     if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
         finish_run(best, datamodules, fleet, config, out_dir, name)
     return out_dir
+
+
+def check_same_run(out_dir: Path, dirs: list[Path], config: RunConfig) -> None:
+    """A resumed run must go on training what it started: the same data, model and seed
+    (ConfigError naming what differs). Epochs, patience, hardware may change."""
+    started = next((d / LAST for d in dirs if (d / LAST).is_file()), None)
+    if started is None:
+        return
+    saved = torch.load(started, map_location="cpu", weights_only=True)["hyper_parameters"]
+    before, now = RunConfig.from_dict(saved["config"]).to_dict(), config.to_dict()
+    changed = [f"{section}.{key}: {before[section][key]!r} -> {now[section][key]!r}"
+               for section in ("data", "model") for key in now[section]
+               if before[section][key] != now[section][key]]
+    if before["train"]["seed"] != now["train"]["seed"]:
+        changed.append(f"train.seed: {before['train']['seed']!r} -> {now['train']['seed']!r}")
+    if changed:
+        raise ConfigError(f"{out_dir} was started with another configuration "
+                          f"({'; '.join(changed)}): resume it with the settings it started "
+                          "with (its folds' checkpoints hold them), or train into another "
+                          "directory")
 
 
 def network_dirs(out_dir: Path, networks: int) -> list[Path]:
@@ -200,29 +224,42 @@ def validation_outputs(module: RulModule, datamodule: RulDataModule) -> dict[str
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("lower", "upper", "logit", "rul",
                                                           "failure")}
     for x, rul, failure in datamodule.val_dataloader():
-        _, quantiles, logit = module.network(x)
+        # Unclipped: a conformity score against a target at the cap must see how far above
+        # the cap an interval lies (clipped, FD001's offset came out exactly 0 and its test
+        # interval covered every engine).
+        _, quantiles, logit = module.network.combine(module.network.member_outputs(x),
+                                                     clip=False)
         for key, value in (("lower", quantiles[:, 0]), ("upper", quantiles[:, -1]),
                            ("logit", logit), ("rul", rul), ("failure", failure)):
             parts[key].append(value.float().numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]],
-                       seed: int) -> dict[str, Any]:
+def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]], seed: int,
+                       cuts: int = VALIDATION_CUTS) -> dict[str, Any]:
     """The test protocol on validation engines cut at random cycles, as test engines are, each
-    engine predicted by the network it validated (`parts`: network, validation fleet)."""
+    engine predicted by the network it validated (`parts`: network, validation fleet).
+
+    Every engine is cut `cuts` times at independent points and the metrics pool all cuts:
+    one cut of 100 engines gave FD001 RMSEs from 13.7 to 16.2 for the same weights, too noisy
+    to choose a configuration by. `score` (a sum over engines) is per set of cuts."""
     predictions, labels = [], []
-    for k, (predictor, val_fleet) in enumerate(parts):
-        # Each fold its own cut points: the same seed would cut every fold's i-th engine alike.
-        truncated, rul_at_end = truncate_assets(val_fleet, seed + k)
-        predictions.append(last_window_predictions(predictor, truncated))
-        labels.append(rul_at_end)
+    for rep in range(cuts):
+        for k, (predictor, val_fleet) in enumerate(parts):
+            # Each fold and each repetition its own cut points.
+            truncated, rul_at_end = truncate_assets(val_fleet, seed + k + len(parts) * rep)
+            predictions.append(last_window_predictions(predictor, truncated))
+            labels.append(rul_at_end)
     p = parts[0][0]
     result = score_last_windows(Prediction.concatenate(predictions), np.concatenate(labels),
                                 p.rul_cap, p.horizon, 0.5, p.quantiles)
+    result["score"] /= cuts
+    result["score_uncapped"] /= cuts
     keys = ("rmse", "mae", "score", "rmse_uncapped", "f1", "precision", "recall", "auroc",
             "brier", "ece", "coverage")
-    return {**{k: result[k] for k in keys}, "n_assets": int(sum(len(x) for x in labels))}
+    return {**{k: result[k] for k in keys},
+            "n_assets": sum(val_fleet.n_assets for _, val_fleet in parts),
+            "cuts_per_asset": cuts}
 
 
 def read_history(log_dir: Path) -> pd.DataFrame:
