@@ -470,7 +470,16 @@ def run_model(name: str, run: Path, model: Path, settings: Settings, variants: l
                       subject.windows)]
     for variant in variants:
         engines += VARIANTS[variant](subject, settings)
-    opened = [open_row(subject, engine, settings) for engine in engines]
+    opened = []
+    for engine in list(engines):
+        try:
+            opened.append(open_row(subject, engine, settings))
+        except Exception as exc:  # a variant onnxruntime cannot run is a finding, not a crash
+            if engine.label in (TORCH, ORT):
+                raise
+            print(f"  {name}: {engine.label} left out, it failed: {str(exc).splitlines()[0]}",
+                  file=sys.stderr, flush=True)
+            engines.remove(engine)
     for i in range(settings.rounds):
         print(f"  {name}: round {i + 1} of {settings.rounds}", file=sys.stderr, flush=True)
         for engine, (row, runner) in zip(engines, opened, strict=True):
