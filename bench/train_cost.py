@@ -1,7 +1,7 @@
 """Training cost: Lightning vs a plain torch loop, and flushing denormals (prints, asserts nothing).
 
     PYTHONPATH=. .venv/bin/python bench/train_cost.py [--subsets FD001 FD002 FD003 FD004]
-        [--backbones cnn lstm] [--epochs 3] [--threads 2] [--seed 0]
+        [--backbones cnn lstm] [--epochs 3] [--repeats 1] [--threads 2] [--seed 0]
         [--denormal-backbones lstm] [--denormal-lightning] [--warmup-batches 10] [--data DIR]
 
 For each subset and backbone, on the CPU, with the subset's default config and early stopping
@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +64,14 @@ class Timings:
         self.epoch.append(end - start)
         self.train.append(trained - start)
         self.windows.append(windows)
+
+    def extend(self, other: Timings) -> None:
+        """Pool another run's epochs (the last run's val_rmse; fit times add up)."""
+        self.epoch += other.epoch
+        self.train += other.train
+        self.windows += other.windows
+        self.val_rmse = other.val_rmse
+        self.fit = other.fit if math.isnan(self.fit) else self.fit + other.fit
 
 
 class EpochTimer(pl.Callback):
@@ -214,7 +223,11 @@ def bench_backbone(subset: str, backbone: str, datamodule: RulDataModule,
     config = bench_config(subset, backbone, args.epochs, args.seed)
     warm_up(datamodule, config, args.warmup_batches)
     set_flush(True)
-    light, plain = lightning_run(datamodule, config), plain_run(datamodule, config)
+    # Alternated, so that a slow spell of the machine falls on both variants.
+    light, plain = Timings(), Timings()
+    for _ in range(args.repeats):
+        light.extend(lightning_run(datamodule, config))
+        plain.extend(plain_run(datamodule, config))
     rows = [
         row(subset, backbone, "plain", plain.epoch, plain.windows, None, plain.val_rmse),
         row(subset, backbone, "lightning", light.epoch, light.windows, ("plain", plain.epoch),
@@ -235,7 +248,9 @@ def bench_backbone(subset: str, backbone: str, datamodule: RulDataModule,
                             ("lightning", light.epoch), slow.val_rmse))
         set_flush(True)
     overhead = (sum(light.epoch) / len(light.epoch)) / (sum(plain.epoch) / len(plain.epoch))
-    print(f"{subset} {backbone}: Lightning overhead {overhead:.2f} (target < 1.2); fit() "
+    median = statistics.median(light.epoch) / statistics.median(plain.epoch)
+    print(f"{subset} {backbone}: Lightning overhead {overhead:.2f} of mean epochs, {median:.2f} "
+          f"of median epochs (target < 1.2; {args.repeats} x {args.epochs} epochs each); fit() "
           f"{light.fit:.2f} s for {sum(light.epoch):.2f} s of epochs", file=sys.stderr, flush=True)
     return rows
 
@@ -246,6 +261,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--subsets", nargs="+", default=["FD001"], help="C-MAPSS subsets")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (no early stop)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="Lightning and plain runs, alternated, pooled per variant")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0, help="weights, batch order and split")
     parser.add_argument("--denormal-backbones", nargs="*", default=["lstm"], choices=BACKBONES,

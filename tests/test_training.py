@@ -344,3 +344,21 @@ def test_padded_windows_add_each_young_assets_windows_to_training(sim) -> None:
     assert torch.equal(x, x[:1].expand_as(x)) and rul == min(lengths[0] - 1, config.rul_cap)
     assert len(padded.val_set) == len(full.val_set)  # validation is unchanged
 
+
+
+def test_loaders_fetch_whole_batches_equal_to_windows_cut_one_by_one(sim) -> None:
+    module = fold_datamodules(sim.train, default_config("SIM").data, 64, 0)[0]
+    order = torch.randperm(len(module.train_set), generator=torch.Generator().manual_seed(0))
+    order = order[:64].tolist()
+    x, rul, failure = module.train_set.__getitems__(order)
+    one_by_one = [module.train_set[i] for i in order]
+    assert torch.equal(x, torch.stack([w for w, _, _ in one_by_one]))
+    assert torch.equal(rul, torch.stack([r for _, r, _ in one_by_one]))
+    assert torch.equal(failure, torch.stack([f for _, _, f in one_by_one]))
+    # The loaders hand those batches on as they are: every training window once an epoch
+    # (less the last partial batch), every validation window once.
+    batches = list(module.train_dataloader())
+    assert {b[0].shape for b in batches} == {(64, module.config.window,
+                                              module.preprocessing.n_inputs)}
+    assert len(batches) == len(module.train_set) // 64
+    assert sum(len(b[0]) for b in module.val_dataloader()) == len(module.val_set)

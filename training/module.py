@@ -53,6 +53,7 @@ class RulModule(pl.LightningModule):
         self.register_buffer("levels", torch.tensor(model.quantiles, dtype=torch.float32),
                              persistent=False)
         self.val_rmse = torchmetrics.MeanSquaredError(squared=False)
+        self._train_losses: list[tuple[torch.Tensor, int]] = []
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.network(x)
@@ -67,11 +68,22 @@ class RulModule(pl.LightningModule):
                   for outputs in members]
         return torch.stack(losses).mean()
 
+    def on_train_epoch_start(self) -> None:
+        self._train_losses = []
+
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch, self.network.member_outputs(batch[0]))
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch[0]))
+        # Summed here and logged once an epoch: self.log on every step cost more than a small
+        # CNN's optimiser step.
+        self._train_losses.append((loss.detach(), len(batch[0])))
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_losses:
+            losses, sizes = zip(*self._train_losses, strict=True)
+            weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
+            mean = (torch.stack(losses).float() * weights).sum() / weights.sum()
+            self.log("train_loss", mean, prog_bar=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         members = self.network.member_outputs(batch[0])
