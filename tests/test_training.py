@@ -345,7 +345,6 @@ def test_padded_windows_add_each_young_assets_windows_to_training(sim) -> None:
     assert len(padded.val_set) == len(full.val_set)  # validation is unchanged
 
 
-
 def test_loaders_fetch_whole_batches_equal_to_windows_cut_one_by_one(sim) -> None:
     module = fold_datamodules(sim.train, default_config("SIM").data, 64, 0)[0]
     order = torch.randperm(len(module.train_set), generator=torch.Generator().manual_seed(0))
