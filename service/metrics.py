@@ -37,6 +37,10 @@ READINGS = Counter("rul_readings_stored", "Readings stored")
 ALERTS_RAISED = Counter("rul_alerts_raised", "Alerts raised (threshold crossings)")
 ALERTS = Counter("rul_alert_deliveries", "Webhook deliveries by outcome", ["outcome"])
 
+_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+"""Labelled children by (metric, label values): see `_child`."""
+
+
 def _child(metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
     """`metric.labels(*labels)`, looked up once per label set: prometheus_client's own lookup
     (validation, a lock) cost a single prediction ~4 us per metric."""
@@ -45,9 +49,6 @@ def _child(metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
     if child is None:
         child = _CHILDREN[key] = metric.labels(*labels)
     return child
-
-
-_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
 
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
