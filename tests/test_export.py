@@ -110,12 +110,14 @@ print(json.dumps({"rul": float(rul[0]), "q": quantiles[0].tolist(), "p": float(p
 '''
 
 
-@pytest.mark.parametrize("cycles", [5, 60])
+@pytest.mark.parametrize("cycles", [5, 100])
 def test_a_numpy_only_client_reproduces_the_forecaster(real_export, tmp_path: Path,
                                                        cycles: int) -> None:
+    """A short history (padded) and one longer than the window, of the longest test engine."""
     data, run, model = real_export
     forecaster = Forecaster.load(model)
-    asset = data.test.frame[data.test.frame["asset_id"] == data.test.asset_ids[0]]
+    longest = data.test.asset_ids[np.argmax(data.test.lengths())]
+    asset = data.test.frame[data.test.frame["asset_id"] == longest]
     history = asset.iloc[:cycles]
     history.to_csv(tmp_path / "readings.csv", index=False)
     (tmp_path / "client.py").write_text(CLIENT)

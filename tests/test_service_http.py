@@ -108,7 +108,7 @@ def test_models_and_card(server: ServiceProcess, model: Forecaster) -> None:
 
 def test_predict_equals_the_forecaster(server: ServiceProcess, model: Forecaster,
                                        engine: np.ndarray) -> None:
-    window = engine[100:130]
+    window = engine[100:100 + model.window]
     expected = model.predict_windows(window[None].astype(np.float32))
     by_name = server.request("POST", "/v1/predict",
                              {"readings": readings(window, model.features)}).json()
@@ -139,7 +139,7 @@ def test_short_history_is_padded(server: ServiceProcess, model: Forecaster,
 
 def test_batch_json_and_npy_equal_single_predictions(server: ServiceProcess, model: Forecaster,
                                                      engine: np.ndarray) -> None:
-    windows = np.stack([engine[end - model.window:end] for end in (40, 90, 150, 192)])
+    windows = np.stack([engine[end - model.window:end] for end in (model.window, 90, 150, 192)])
     expected = model.predict_windows(windows.astype(np.float32))
     batch = server.request("POST", "/v1/predict/batch", {"assets": [
         {"asset_id": f"e{i}", "window": w.tolist()} for i, w in enumerate(windows)]}).json()
@@ -201,7 +201,7 @@ def test_predict_refuses_bad_values(server: ServiceProcess, model: Forecaster,
     assert error_of(server.request("POST", "/v1/assets/spiky/readings", {"readings": streamed}),
                     422)["field"] == "readings"
     assert error_of(server.request("GET", "/v1/assets/spiky"), 404)
-    window = engine[:30].tolist()
+    window = engine[:model.window].tolist()
     window[4][2] = "x"
     assert error_of(server.request("POST", "/v1/predict", {"window": window}),
                     400)["field"] == "window[4][2]"
@@ -209,7 +209,7 @@ def test_predict_refuses_bad_values(server: ServiceProcess, model: Forecaster,
 
 def test_limits_answer_413(server: ServiceProcess, model: Forecaster,
                            engine: np.ndarray) -> None:
-    window = engine[:30].tolist()
+    window = engine[:model.window].tolist()
     too_many = {"assets": [{"asset_id": i, "window": window} for i in range(MAX_ASSETS + 1)]}
     assert error_of(server.request("POST", "/v1/predict/batch", too_many), 413)["field"] == \
         "assets"
