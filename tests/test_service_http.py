@@ -1,7 +1,7 @@
 """The service through real HTTP: `rul serve` (gunicorn, 2 workers) started by the tests.
 
 Readings are a real C-MAPSS engine (FD001 train, engine 1, 192 cycles), whose failure
-probability under the shipped FD001 model crosses 0.5 near cycle 161 and stays above: so the
+probability under the shipped FD001 model crosses 0.5 near cycle 162 and stays above: so the
 alert path is driven by real data and the real model, and a real receiver checks the webhook.
 """
 
@@ -267,7 +267,7 @@ def test_stream_history_alert_report(server: ServiceProcess, receiver: Receiver,
     assert error_of(server.request("POST", path, {"readings": no_cycle}), 400)["field"] == \
         "readings[0].cycle"
 
-    # Cycle by cycle from 151 on: the crossing near 161 raises exactly one alert.
+    # Cycle by cycle from 151 on: the crossing near 162 raises exactly one alert.
     alerts = []
     for row in rows[150:]:
         answer = server.request("POST", path, {"readings": [row]}).json()

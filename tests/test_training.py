@@ -124,6 +124,28 @@ def test_answers_are_clipped_to_the_target_range_at_inference_only() -> None:
         assert torch.equal(raw_quantiles.clamp(0, 125), quantiles)
 
 
+@pytest.mark.parametrize("window", [20, 21])
+def test_a_strided_first_convolution_reads_the_window_at_half_resolution(window: int) -> None:
+    from training.backbones import CNNBackbone
+
+    torch.manual_seed(0)
+    backbone = CNNBackbone(6, window, ModelConfig(hidden=8, first_stride=2)).eval()
+    first, second = (m for m in backbone.convolutions if isinstance(m, torch.nn.Conv1d))
+    assert first.stride == (2,) and second.stride == (1,)
+    steps = (window + 1) // 2  # kernel 5, padding 2: centred on every other cycle
+    assert backbone.dense[1].in_features == 8 * steps
+    x = torch.randn(4, window, 6)
+    # The exported path (1xK Conv2d) against plain Conv1d on [B, F, W].
+    h = x.transpose(1, 2)
+    for layer in backbone.convolutions:
+        h = layer(h)
+    assert h.shape == (4, 8, steps)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(x), backbone.dense(h))
+    with pytest.raises(ValueError, match="model.first_stride must be a positive integer"):
+        ModelConfig(first_stride=0)
+
+
 def test_members_are_averaged_into_one_answer() -> None:
     torch.manual_seed(0)
     net = RulNetwork(5, 12, 125, ModelConfig(hidden=8, members=3)).eval()

@@ -20,13 +20,15 @@ class CNNBackbone(nn.Module):
     def __init__(self, n_inputs: int, window: int, config: ModelConfig) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
-        channels = n_inputs
-        for _ in range(config.layers):
-            blocks += [nn.Conv1d(channels, config.hidden, config.kernel_size,
+        channels, length = n_inputs, window
+        for layer in range(config.layers):
+            stride = config.first_stride if layer == 0 else 1
+            blocks += [nn.Conv1d(channels, config.hidden, config.kernel_size, stride=stride,
                                  padding=config.kernel_size // 2), nn.ReLU()]
             channels = config.hidden
+            length = (length + 2 * (config.kernel_size // 2) - config.kernel_size) // stride + 1
         self.convolutions = nn.Sequential(*blocks)
-        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels * window, config.hidden),
+        self.dense = nn.Sequential(nn.Flatten(), nn.Linear(channels * length, config.hidden),
                                    nn.ReLU())
         self.out_features = config.hidden
 
