@@ -40,7 +40,7 @@ import torch
 from rul.loaders import default_cmapss_dir, load_cmapss
 from training.config import BACKBONES, RunConfig, default_config, merge
 from training.datamodule import RulDataModule, fold_datamodules
-from training.module import RulModule, build_optimizer, multitask_loss
+from training.module import RulModule, build_optimizer, multitask_loss, step_schedule
 from training.network import RulNetwork
 from training.run import build_trainer
 
@@ -142,7 +142,7 @@ def plain_run(datamodule: RulDataModule, config: RunConfig) -> Timings:
         windows = train_epoch(network, optimizer, train_loader, loss, t.gradient_clip)
         trained = time.perf_counter()
         _, timings.val_rmse = validate(network, val_loader, loss)
-        scheduler.step(timings.val_rmse)
+        step_schedule(scheduler, timings.val_rmse)
         timings.add(start, trained, time.perf_counter(), windows)
     return timings
 

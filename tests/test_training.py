@@ -16,9 +16,16 @@ from rul.metrics import rmse
 from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
-from training.config import ModelConfig, RunConfig, default_config, merge, resolve_config
+from training.config import (
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    default_config,
+    merge,
+    resolve_config,
+)
 from training.datamodule import fold_datamodules
-from training.module import multitask_loss, pinball_loss
+from training.module import build_optimizer, multitask_loss, pinball_loss, step_schedule
 from training.network import RulNetwork
 from training.run import train_run
 
@@ -261,6 +268,27 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("train:\n  max_epoch: 3\n")
     with pytest.raises(ValueError, match=r"c.yaml: train: unknown keys \['max_epoch'\]"):
         RunConfig.load(tmp_path / "c.yaml")
+
+
+def test_learning_rate_schedules() -> None:
+    def rates(schedule: str, val_rmse: list[float]) -> list[float]:
+        config = TrainConfig(learning_rate=1e-2, lr_schedule=schedule, max_epochs=10, patience=6)
+        optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 1).parameters(), config)
+        seen = []
+        for value in val_rmse:
+            step_schedule(scheduler, value)
+            seen.append(optimizer.param_groups[0]["lr"])
+        return seen
+
+    # Plateau (patience 6 // 3 = 2): halved on the third epoch without a better RMSE.
+    assert rates("plateau", [5.0, 4.0, 4.0, 4.0, 4.0]) == [1e-2] * 4 + [5e-3]
+    # Cosine ignores the RMSE: half-way at epoch 5 of 10, 1 % of the start at the end.
+    cosine = rates("cosine", [5.0] * 10)
+    assert cosine[4] == pytest.approx(1e-4 + (1e-2 - 1e-4) / 2)
+    assert cosine[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match=r"train.lr_schedule must be one of \['plateau', "
+                                         r"'cosine'\], got 'step'"):
+        TrainConfig(lr_schedule="step")
 
 
 def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:

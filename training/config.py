@@ -53,6 +53,9 @@ class ModelConfig:
         object.__setattr__(self, "quantiles", q)
 
 
+LR_SCHEDULES = ("plateau", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and hardware."""
@@ -61,7 +64,10 @@ class TrainConfig:
     """Upper bound on epochs; early stopping usually ends sooner."""
     batch_size: int = 256
     learning_rate: float = 2e-3
-    """Initial learning rate; halved when validation RMSE stops improving."""
+    """Initial learning rate; see lr_schedule."""
+    lr_schedule: str = "plateau"
+    """'plateau': halve the rate when validation RMSE stops improving; 'cosine': anneal it
+    along a cosine to 1 % of its start over max_epochs."""
     weight_decay: float = 1e-4
     patience: int = 10
     """Epochs without a better validation RMSE before stopping."""
@@ -96,6 +102,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0:
                 raise ConfigError(f"train.{name} must be a number >= 0, got {value!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule must be one of {list(LR_SCHEDULES)}, got "
+                              f"{self.lr_schedule!r}")
         if self.logger not in ("csv", "tensorboard"):
             raise ConfigError(f"train.logger must be 'csv' or 'tensorboard', got {self.logger!r}")
 

@@ -108,8 +108,20 @@ class RulModule(pl.LightningModule):
 
 
 def build_optimizer(parameters: Any, t: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW, and a schedule that halves the rate when validation RMSE plateaus."""
+    """AdamW, and the learning-rate schedule `t.lr_schedule` (stepped once per epoch; the
+    plateau schedule reads validation RMSE, see step_schedule)."""
     optimizer = torch.optim.AdamW(parameters, lr=t.learning_rate, weight_decay=t.weight_decay)
+    if t.lr_schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=t.max_epochs, eta_min=t.learning_rate / 100)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=max(1, t.patience // 3))
     return optimizer, scheduler
+
+
+def step_schedule(scheduler: Any, val_rmse: float) -> None:
+    """One epoch's step of a build_optimizer schedule, for loops without Lightning."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_rmse)
+    else:
+        scheduler.step()
