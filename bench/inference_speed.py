@@ -29,7 +29,7 @@ then the rows of each of --variants (all by default):
                      engines (the onnxruntime row's ratio is to torch's network-only row).
 
 (The CNN backbone runs its convolutions as 1xK Conv2d, so the exported graph has 4-D Conv
-nodes; as Conv1d, onnxruntime ran at 0.66x torch at batch 1024, see the README.)
+nodes; as Conv1d, onnxruntime ran at 0.66x torch at batch 1024, see docs/PERFORMANCE.md.)
 
 Columns: onnxruntime session creation time; p50/p99 of single-window calls after warm-up;
 windows/s at each batch (batch / median call time over --seconds); the ratio to torch eager of
