@@ -177,8 +177,8 @@ SUBSET_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-# Defaults per backbone, chosen on validation engines (bench/accuracy.py, README): for the CNN,
-# a cross-fitted ensemble of five networks, one per fold of the training engines, each
+# Defaults per backbone, chosen on validation engines (bench/accuracy.py, docs/ACCURACY.md):
+# for the CNN, a cross-fitted ensemble of five networks, one per fold of the training engines, each
 # early-stopped on its own fold; by default small, strongly regularised ones (on FD001's
 # out-of-fold validation they beat five full-size networks, and three full-size members
 # trained side by side on one split, at a fraction of the inference cost). The LSTM, 4x the
@@ -189,7 +189,7 @@ BACKBONE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 # Per subset and backbone, over both of the above; chosen on out-of-fold validation RMSE (ten
-# cuts per engine, seeds 0-2; the README has the tables). FD001: dropout 0.2 (14.85, 14.94,
+# cuts per engine, seeds 0-2; docs/ACCURACY.md has the tables). FD001: dropout 0.2 (14.85, 14.94,
 # 15.33 against 15.52, 15.75, 15.54 with 0.5), then weight decay 0.1 (14.77, 14.81, 15.12;
 # 0.2 tied, 0.01 lost). FD003: the same networks, against the full-size ones (hidden 64,
 # dropout 0.2, weight decay 1e-4) that had won there on one cut per engine: 13.26, 13.34, 13.92
