@@ -24,7 +24,7 @@ from export.graph import ExportModel
 from rul.errors import RulError
 from rul.fleet import Fleet
 from rul.forecaster import INPUT, OUTPUTS, Forecaster, file_sha256, sidecar_path
-from rul.io import atomic_write, dumps
+from rul.io import atomic_write, dumps, make_folder
 from rul.loaders import read_fleet
 from rul.model_card import CARD_KEY, library_versions
 from rul.predictor import Prediction
@@ -58,7 +58,7 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
     out = Path(out)
     if out.suffix != ".onnx":
         raise RulError(f"{out}: the model file name must end in .onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         write_onnx(predictor, card, tmp)

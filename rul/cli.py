@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rul.errors import RulError
+from rul.errors import RulError, describe_os_error
 
 EXIT_USAGE = 2
 
@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except (RulError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"rul {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a path that is a folder, unwritable, unreachable, ...
+        print(f"rul {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rul {args.command}: interrupted", file=sys.stderr)
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_export)
 
     p = commands.add_parser("evaluate", help="score a model on a labelled test set")
-    add_data_arguments(p)
+    add_data_arguments(p, fleet_files=False)
     p.add_argument("--model", required=True, type=Path,
                    help="run directory, checkpoint (.ckpt) or model file (.onnx)")
     p.add_argument("--labels", type=Path, help="RUL file (default: the subset's RUL_ file)")
@@ -141,8 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, help="C-MAPSS directory, or a CSV/Parquet fleet file "
+def add_data_arguments(p: argparse.ArgumentParser, fleet_files: bool = True) -> None:
+    p.add_argument("--data", type=Path, help="C-MAPSS directory"
+                   f"{', or a CSV/Parquet fleet file' if fleet_files else ''} "
                    "(default: $RUL_CMAPSS_DIR or ../shared/data/cmapss)")
     p.add_argument("--subset", default="FD001", help="C-MAPSS subset: FD001..FD004, SIM, ...")
 
@@ -277,6 +281,9 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     from rul.loaders import default_cmapss_dir, load_cmapss, read_rul_file
 
     predictor = load_predictor(model)
+    if data is not None and data.is_file():
+        raise RulError(f"{data}: rul evaluate scores a C-MAPSS directory's test_{subset} against "
+                       f"RUL_{subset} (or --labels); give that directory as --data")
     dataset = load_cmapss(data or default_cmapss_dir(), subset)
     if dataset.test is None:
         raise RulError(f"{data}: no test_{subset} file to evaluate on")

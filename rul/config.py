@@ -69,6 +69,7 @@ class DataConfig:
                                            and self.conditions >= 1),
                "conditions", self.conditions, "must be an integer >= 1 or null")
         _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
+        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
         _check(self.folds >= 1, "folds", self.folds, "must be >= 1")
         _check(0.5 < self.near_constant_fraction <= 1.0, "near_constant_fraction",
                self.near_constant_fraction, "must be in (0.5, 1]")

@@ -64,6 +64,18 @@ class ConfigError(RulError, ValueError):
     """An invalid configuration value; names the field and the value."""
 
 
+class OutputError(RulError):
+    """An output that cannot be written where it was asked for (a folder, no such folder, no
+    permission, a full disk); names the path."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an operating-system error: the path(s) it names, then the reason."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
 def _plain(value: Any) -> Any:
     # numpy scalars are not JSON-serialisable and print with their type in some versions.
     return value.item() if hasattr(value, "item") else value

@@ -13,11 +13,19 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from rul.errors import OutputError
+
 
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through a temporary file in the same folder, then rename: never half a file."""
+    """Write through a temporary file in the same folder, then rename: never half a file.
+    OutputError (naming `path`, not the temporary file) when the file cannot be written."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_folder_problem(path.parent, exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -25,10 +33,46 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def make_folder(folder: Path | str) -> Path:
+    """mkdir -p for an output folder; OutputError naming the folder when it cannot be made (a
+    file in the way, no permission)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocking = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            reason = f"{blocking} is a file, not a folder"
+        else:
+            reason = exc.strerror or str(exc)
+        raise OutputError(f"cannot create folder {folder}: {reason}") from None
+    return folder
+
+
+def check_output_path(path: Path | str) -> Path:
+    """Before any work: OutputError if `path` is a folder or its folder cannot be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    make_folder(path.parent)
+    return path
+
+
+def _folder_problem(folder: Path, exc: OSError) -> str:
+    if not folder.exists():
+        return f"folder {folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    return f"folder {folder}: {exc.strerror or exc}"
 
 
 def json_ready(value: Any) -> Any:

@@ -68,8 +68,10 @@ def load_cmapss(directory: Path | str, subset: str) -> CmapssSubset:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"C-MAPSS directory not found (set {DATA_DIR_ENV} or --data)",
-                        file=str(directory))
+        what = "is a file, not a C-MAPSS directory" if directory.exists() else (
+            "no such file or directory")
+        raise DataError(f"{what} (give --data a C-MAPSS directory or a fleet file, or set "
+                        f"{DATA_DIR_ENV})", file=str(directory))
     if not re.fullmatch(r"[A-Za-z0-9_-]+", subset):
         raise DataError(f"invalid subset name {subset!r}", file=str(directory))
     train_path = _find(directory, f"train_{subset}")
@@ -107,7 +109,9 @@ def read_rul_file(path: Path | str, n_assets: int) -> np.ndarray:
     bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0)
     if bad.any():
         pos = int(np.argmax(bad))
-        raise locator.error(f"RUL must be a non-negative integer, got {raw[0].iloc[pos]!r}", pos)
+        value = raw[0].iloc[pos]
+        shown = value.item() if isinstance(value, np.generic) else value
+        raise locator.error(f"RUL must be a non-negative integer, got {shown!r}", pos)
     if len(values) != n_assets:
         raise locator.error(f"{len(values)} labels for {n_assets} test assets")
     return values.astype(np.int64)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rul.errors import RulError
-from rul.io import atomic_write, dumps
+from rul.io import atomic_write, dumps, make_folder
 
 __all__ = ["PLOT_NAMES", "ReportError", "to_json", "write_report"]
 
@@ -65,7 +65,7 @@ def write_report(
     }
     files.update({name: (f"{name}.png", png) for name, png in plots.items()})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     paths = {key: _write_bytes(out / filename, data) for key, (filename, data) in files.items()}
     # A plot left over from an earlier report in the same folder would sit beside this one's
     # text and be taken for this model's.

@@ -32,7 +32,7 @@ from rul.batch import (
 from rul.errors import ConfigError, DataError
 from rul.fleet import Locator
 from rul.forecaster import Forecaster, default_model_path, quantile_column
-from rul.io import atomic_write, dumps
+from rul.io import atomic_write, check_output_path, dumps, make_folder
 from rul.loaders import FleetColumns, read_rul_file
 from rul.schedule_report import write_schedule_report
 from rul.schema import ASSET_ID
@@ -169,7 +169,8 @@ def _aligned_truth(asset_ids: pd.Series, truth: pd.Series | Mapping[Any, float])
         ids, truth.index = ids.astype(str), truth.index.astype(str)
     position = truth.index.get_indexer(ids)
     if (position < 0).any():
-        missing = list(asset_ids[position < 0][:5])
+        missing = [v.item() if isinstance(v, np.generic) else v
+                   for v in asset_ids[position < 0][:5]]
         raise DataError(f"no true RUL for {int((position < 0).sum())} assets, e.g. {missing}")
     values = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=np.float64)[position]
     bad = ~np.isfinite(values) | (values < 0)
@@ -197,7 +198,7 @@ def write_schedule(table: pd.DataFrame, out: Path | str) -> Path:
     else:
         records = table.to_dict(orient="records")
         data = ("[\n" + ",\n".join(dumps(r, indent=None) for r in records) + "\n]\n").encode()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     return atomic_write(out, lambda f: f.write(data))
 
 
@@ -257,7 +258,8 @@ def read_labels(path: Path | str, asset_ids: Sequence[Any] | pd.Series) -> pd.Se
                              (ids.duplicated().to_numpy(), "asset given twice")):
         if problem.any():
             i = int(np.argmax(problem))
-            raise locator.error(f"{message}, got {raw.iloc[i].tolist()}", i,
+            shown = [v.item() if isinstance(v, np.generic) else v for v in raw.iloc[i].tolist()]
+            raise locator.error(f"{message}, got {shown}", i,
                                 asset=None if ids.isna().iloc[i] else ids.iloc[i])
     index = ids.to_numpy(dtype=np.int64) if pd.api.types.is_integer_dtype(ids) else ids.astype(str)
     return pd.Series(values.astype(np.int64), index=index, name="rul")
@@ -292,6 +294,15 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
         raise ConfigError(f"{report_path}: the report is one HTML page; name it *.html")
     if labels_path is not None and not Path(labels_path).is_file():
         raise DataError("file not found", file=str(labels_path))
+    for output in (out_path, report_path):
+        if output is not None and Path(output).resolve() == Path(input_path).resolve():
+            raise ConfigError(f"{output}: that is the input fleet; write the schedule and the "
+                              "report to other files")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+    for output in (out_path, report_path):
+        if output is not None:
+            check_output_path(output)  # a bad path fails now, not after the forecast
     if threads is None and scheduler is None:
         threads = default_threads()
     model = Forecaster.load(model_path or default_model_path(), threads=threads)
@@ -316,7 +327,11 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
     costs = None
     if labels_path is not None:
         truth = read_labels(labels_path, forecast[ASSET_ID])
-        summary["cost"] = schedule_cost(table, truth)
+        try:
+            summary["cost"] = schedule_cost(table, truth)
+        except DataError as exc:
+            raise DataError(exc.message, file=exc.file or str(labels_path), line=exc.line,
+                            row=exc.row, asset=exc.asset, column=exc.column) from None
         costs = lead_time_table(forecast, truth, sorted({*DEFAULT_LEAD_TIMES, int(lead_time)}),
                                 quantiles=model.quantiles, threshold=threshold)
         summary["cost_by_lead_time"] = costs.to_dict(orient="records")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from rul.batch import quantile_columns, quantile_level, require_columns
 from rul.errors import ConfigError
-from rul.io import atomic_write
+from rul.io import atomic_write, make_folder
 from rul.report import (
     Heading,
     Image,
@@ -54,7 +54,7 @@ def write_schedule_report(table: pd.DataFrame, out_html: Path | str, *, top_n: i
     page = render_schedule_report(table, top_n=top_n, cost=cost, model_name=model_name,
                                   lead_time=lead_time, threshold=threshold).encode()
     out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     return atomic_write(out, lambda f: f.write(page))
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from rul.errors import ConfigError, DataError
+from rul.io import make_folder
 from rul.schema import ASSET_ID, CMAPSS_COLUMNS, CYCLE, SENSORS, SETTINGS
 
 # Per sensor: sea-level level (C-MAPSS units), relative noise std, relative shift at failure
@@ -314,7 +315,7 @@ def write_cmapss(fleet: SimulatedFleet, out_dir: Path | str,
     if len(fleet.test_rul) != n_test:
         raise DataError(f"test_rul has {len(fleet.test_rul)} labels for {n_test} test assets")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     texts = {"train": _cmapss_text(fleet.train), "test": _cmapss_text(fleet.test),
              "rul": "".join(f"{int(r)}\n" for r in fleet.test_rul)}
     paths = {kind: out / f"{prefix}_{subset}.txt"

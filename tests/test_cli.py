@@ -37,7 +37,24 @@ def test_bad_config_value_is_a_clear_error(sim_dir: Path, tmp_path: Path, capsys
     (tmp_path / "c.yaml").write_text("model:\n  dropout: 2\n")
     code = main(["train", "--data", str(sim_dir), "--subset", "SIM", "--out",
                  str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml")])
-    assert code == 2 and "model.dropout must be in [0, 1), got 2" in capsys.readouterr().err
+    assert code == 2
+    assert "model.dropout must be a number in [0, 1), got 2" in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_one_clear_line(sim_dir: Path, tmp_path: Path,
+                                                           capsys) -> None:
+    (tmp_path / "afile").write_text("")
+    assert main(["simulate", "--out", str(tmp_path / "afile" / "fleet"), "--assets", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"cannot create folder {tmp_path / 'afile' / 'fleet'}: " in err
+    assert f"{tmp_path / 'afile'} is a file, not a folder" in err
+    (tmp_path / "schedule.csv").mkdir()
+    assert main(["forecast", "--input", str(sim_dir / "test_SIM.txt"), "--out",
+                 str(tmp_path / "schedule.csv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'schedule.csv'}: it is a folder" in err
+    assert not list((tmp_path / "schedule.csv").iterdir())  # no temporary file left there
 
 
 def test_simulate_then_inspect(tmp_path: Path) -> None:

@@ -424,6 +424,11 @@ def test_run_forecast_checks_arguments_before_reading(tmp_path):
         run_forecast(missing, tmp_path / "out.csv", report_path=tmp_path / "r.pdf")
     with pytest.raises(DataError, match="file not found"):
         run_forecast(missing, tmp_path / "out.csv", labels_path=tmp_path / "none.txt")
+    fleet = tmp_path / "fleet.csv"
+    with pytest.raises(ConfigError, match="fleet.csv: that is the input fleet"):
+        run_forecast(fleet, fleet)
+    with pytest.raises(ConfigError, match="threads must be a positive integer, got 0"):
+        run_forecast(missing, tmp_path / "out.csv", threads=0)
 
 
 def test_batch_forecasts_import_without_torch_or_matplotlib():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rul.errors import RulError
 from rul.evaluation import evaluate
 from rul.metrics import rmse
 from rul.targets import capped, rul_per_row
@@ -289,6 +291,52 @@ def test_learning_rate_schedules() -> None:
     with pytest.raises(ValueError, match=r"train.lr_schedule must be one of \['plateau', "
                                          r"'cosine'\], got 'step'"):
         TrainConfig(lr_schedule="step")
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (lambda: ModelConfig(hidden=True), "model.hidden must be a positive integer, got True"),
+    (lambda: ModelConfig(quantiles=["a"]), "model.quantiles must be a list of numbers"),
+    (lambda: ModelConfig(dropout="x"), "model.dropout must be a number in"),
+    (lambda: TrainConfig(learning_rate=float("nan")), "train.learning_rate must be a finite"),
+    (lambda: TrainConfig(seed=-1), "train.seed must be an integer >= 0, got -1"),
+    (lambda: TrainConfig(accelerator="quantum"), "train.accelerator must be one of"),
+    (lambda: TrainConfig(devices="abc"), "train.devices must be 'auto'"),
+    (lambda: TrainConfig(devices=0), "train.devices must be 'auto'"),
+    (lambda: TrainConfig(precision="fp8"), "train.precision must be null or one of"),
+    (lambda: TrainConfig(num_threads=-3), "train.num_threads must be a positive integer"),
+])
+def test_config_values_are_checked_with_the_field_named(config, message) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config()
+    for devices in ("auto", 2, -1, "0,1", "1"):
+        TrainConfig(devices=devices)  # what Lightning takes
+
+
+def test_a_run_that_fails_before_any_checkpoint_leaves_no_folder(sim, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ValueError):
+        train_run(sim.train, merge(tiny_config(), {"data": {"folds": 10_000}}), out,
+                  progress=False)
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_run(sim.train, tiny_config(), out, resume=True, progress=False)
+    assert out.is_dir()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_asking_for_a_gpu_where_there_is_none_is_a_config_error(sim, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Lightning refused accelerator='gpu'"):
+        train_run(sim.train, tiny_config(accelerator="gpu"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tiny_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "labels.txt").write_text("12\n7\n")
+    (tmp_path / "cut.ckpt").write_bytes((tiny_run / "model.ckpt").read_bytes()[:5000])
+    for path in (tmp_path / "labels.txt", tmp_path / "cut.ckpt"):
+        with pytest.raises(RulError, match=f"{re.escape(str(path))}: not a rul checkpoint"):
+            load_checkpoint(path)
 
 
 def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:

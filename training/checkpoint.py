@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,12 @@ def load_checkpoint(path: Path | str) -> CheckpointPredictor:
     path = resolve_checkpoint(path)
     try:
         module = RulModule.load_from_checkpoint(path, map_location="cpu")
-    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
-        raise RulError(f"{path}: not a rul checkpoint ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - torch.load fails in many ways on foreign files
+        if isinstance(exc, pickle.UnpicklingError):
+            detail = "its contents are not a PyTorch checkpoint"
+        else:
+            first = str(exc).splitlines()[0][:160] if str(exc) else ""
+            detail = f"{type(exc).__name__}{': ' + first if first else ''}"
+        raise RulError(f"{path}: not a rul checkpoint ({detail}); give a run directory, the "
+                       "model.ckpt that `rul train` wrote, or an exported .onnx") from None
     return CheckpointPredictor(module)

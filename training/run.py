@@ -9,6 +9,7 @@ checkpoints/ each) and writes the same files at the top, model.ckpt holding all 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,11 +22,12 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from rul.errors import ConfigError
 from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
-from rul.io import atomic_write, write_json
+from rul.io import atomic_write, make_folder, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction
 from rul.split import truncate_assets
@@ -54,7 +56,20 @@ def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str
 def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str,
                resume: bool, progress: bool) -> Path:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    created = not out_dir.exists()
+    make_folder(out_dir)
+    try:
+        return _train_into(fleet, config, out_dir, name=name, resume=resume, progress=progress)
+    except BaseException:
+        # A run that failed before saving any checkpoint has nothing to resume: leave no
+        # folder behind that a second attempt would take for an earlier run.
+        if created and not any(out_dir.rglob("*.ckpt")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, resume: bool,
+                progress: bool) -> Path:
     t = config.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -136,7 +151,17 @@ def fit_network(datamodule: RulDataModule, config: RunConfig, run_dir: Path, *, 
 
 def build_trainer(t: TrainConfig, out_dir: Path | str, progress: bool,
                   callbacks: list) -> pl.Trainer:
-    """The project's Trainer: best and last checkpoints on val_rmse, logs, clipping, precision."""
+    """The project's Trainer: best and last checkpoints on val_rmse, logs, clipping, precision.
+    ConfigError when Lightning refuses the hardware settings (e.g. a GPU asked for, none here)."""
+    try:
+        return _trainer(t, out_dir, progress, callbacks)
+    except (MisconfigurationException, ValueError, TypeError) as exc:
+        raise ConfigError(f"train: Lightning refused accelerator={t.accelerator!r}, "
+                          f"devices={t.devices!r}, strategy={t.strategy!r}, "
+                          f"precision={t.precision!r}: {exc}") from None
+
+
+def _trainer(t: TrainConfig, out_dir: Path | str, progress: bool, callbacks: list) -> pl.Trainer:
     return pl.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
