@@ -126,9 +126,18 @@ def parity_check(predictor: CheckpointPredictor, forecaster: Forecaster,
 def read_run_card(checkpoint: Path) -> dict[str, Any]:
     """The model_card.json of the run a checkpoint belongs to (run/ or run/checkpoints/)."""
     for folder in (checkpoint.parent, checkpoint.parent.parent):
-        card = folder / "model_card.json"
-        if card.is_file():
-            return json.loads(card.read_text())
+        path = folder / "model_card.json"
+        if path.is_file():
+            try:
+                card = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RulError(f"{path}: not valid JSON ({exc})") from None
+            missing = [k for k in ("window", "features") if not isinstance(card, dict)
+                       or k not in card]
+            if missing:
+                raise RulError(f"{path}: not a rul model card (no {', '.join(missing)}); train "
+                               "the run again or restore the file `rul train` wrote")
+            return card
     raise RulError(f"{checkpoint}: no model_card.json in its run directory; export a run "
                    f"directory written by `rul train`")
 
@@ -149,6 +158,10 @@ def export_card(card: dict[str, Any]) -> dict[str, Any]:
 def parity_readings(fleet: Fleet, features: list[str], window: int, n: int = 2048,
                     seed: int = 0) -> np.ndarray:
     """Up to n real raw windows of a fleet, padded short histories among them."""
+    missing = [c for c in features if c not in fleet.frame.columns]
+    if missing:
+        raise RulError(f"{fleet.source}: no column {missing[0]!r}, which the model reads "
+                       f"(its features: {features})")
     raw = fleet.frame[features].to_numpy(dtype=np.float32)
     windows = make_windows(raw, fleet.lengths(), window, ends="every")
     chosen = np.random.default_rng(seed).choice(len(windows), min(n, len(windows)),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from export import onnx as export_onnx
 from export.onnx import ExportError, export_checkpoint, parity_readings
-from rul.errors import DataError
+from rul.errors import DataError, RulError
 from rul.evaluation import evaluate
 from rul.forecaster import Forecaster, ModelError, sidecar_path
 from rul.loaders import load_cmapss
@@ -216,6 +218,22 @@ def test_failed_parity_writes_no_file(sim, sim_model: Path, tmp_path: Path, monk
     with pytest.raises(ExportError, match="no model file was written"):
         export_checkpoint(run, tmp_path / "m.onnx", readings)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_run_card_or_parity_fleet_is_named(sim, sim_model: Path, tmp_path: Path) -> None:
+    run = sim_model.parent / "run"
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "model.ckpt").write_bytes((run / "model.ckpt").read_bytes())
+    for text, message in (("{}", "not a rul model card (no window, features)"),
+                          ("{oops", "not valid JSON")):
+        (copy / "model_card.json").write_text(text)
+        with pytest.raises(RulError, match=re.escape(message)):
+            export_onnx.read_run_card(copy / "model.ckpt")
+    features = Forecaster.load(sim_model).features
+    fleet = replace(sim.train, frame=sim.train.frame.drop(columns=[features[-1]]))
+    with pytest.raises(RulError, match=f"no column {features[-1]!r}, which the model reads"):
+        parity_readings(fleet, features, 30)
 
 
 def test_fused_cnn_members_compute_what_the_members_do() -> None:
