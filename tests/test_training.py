@@ -270,6 +270,14 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("train:\n  max_epoch: 3\n")
     with pytest.raises(ValueError, match=r"c.yaml: train: unknown keys \['max_epoch'\]"):
         RunConfig.load(tmp_path / "c.yaml")
+    (tmp_path / "bad.yaml").write_text("train:\n  max_epochs: [1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: not valid YAML \(line 3, column 1: "):
+        RunConfig.load(tmp_path / "bad.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\x80\x81\xfe")
+    with pytest.raises(ValueError, match="bin.yaml: not a text file"):
+        RunConfig.load(tmp_path / "bin.yaml")
+    with pytest.raises(ValueError, match="is a folder; --config takes a YAML file"):
+        RunConfig.load(tmp_path)
 
 
 def test_learning_rate_schedules() -> None:
