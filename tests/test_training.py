@@ -433,6 +433,16 @@ def test_resume_refuses_a_changed_data_model_or_seed(sim, tmp_path: Path) -> Non
               progress=False)
 
 
+def test_resume_refuses_other_training_data(sim, tmp_path: Path) -> None:
+    train_run(sim.train, tiny_config(max_epochs=1), tmp_path, progress=False)
+    first = sim.train.asset_ids[0]
+    other = replace(sim.train, frame=sim.train.frame[sim.train.frame["asset_id"] != first]
+                    .reset_index(drop=True))
+    with pytest.raises(ValueError, match="was started on other training data"):
+        train_run(other, tiny_config(max_epochs=2), tmp_path, resume=True, progress=False)
+    train_run(sim.train, tiny_config(max_epochs=2), tmp_path, resume=True, progress=False)
+
+
 def test_resume_without_a_run_is_an_error(sim, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train_run(sim.train, tiny_config(), tmp_path, resume=True, progress=False)

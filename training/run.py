@@ -82,6 +82,7 @@ def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, re
         raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
     if resume:
         check_same_run(out_dir, dirs, config)
+        check_same_data(out_dir, dirs, datamodules)
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
         # A fresh run would mix its epochs and checkpoints with the earlier run's.
@@ -93,6 +94,18 @@ def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, re
     if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
         finish_run(best, datamodules, fleet, config, out_dir, name)
     return out_dir
+
+
+def check_same_data(out_dir: Path, dirs: list[Path], datamodules: list[RulDataModule]) -> None:
+    """A resumed run must go on with the data it started on: each started network's saved
+    preprocessing (statistics of its training assets) must be what the data gives now."""
+    for d, datamodule in zip(dirs, datamodules, strict=True):
+        if (d / LAST).is_file():
+            saved = torch.load(d / LAST, map_location="cpu", weights_only=True)
+            if saved["hyper_parameters"]["preprocessing"] != datamodule.preprocessing.to_dict():
+                raise ConfigError(f"{out_dir} was started on other training data (its "
+                                  "preprocessing statistics differ): resume it with the data "
+                                  "it started on, or train into another directory")
 
 
 def check_same_run(out_dir: Path, dirs: list[Path], config: RunConfig) -> None:
