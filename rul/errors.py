@@ -43,7 +43,7 @@ class DataError(RulError, ValueError):
             "asset_id": self.asset,
             "column": self.column,
         }
-        return {k: _plain(v) for k, v in fields.items() if v is not None}
+        return {k: plain(v) for k, v in fields.items() if v is not None}
 
     def __str__(self) -> str:
         where = []
@@ -54,7 +54,7 @@ class DataError(RulError, ValueError):
         if self.row is not None:
             where.append(f"row {self.row}")
         if self.asset is not None:
-            where.append(f"asset {_plain(self.asset)}")
+            where.append(f"asset {plain(self.asset)}")
         if self.column is not None:
             where.append(f"column {self.column}")
         return f"{', '.join(where)}: {self.message}" if where else self.message
@@ -76,6 +76,7 @@ def describe_os_error(exc: OSError) -> str:
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
 
 
-def _plain(value: Any) -> Any:
-    # numpy scalars are not JSON-serialisable and print with their type in some versions.
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value (numpy scalars are not JSON-serialisable and print
+    as np.int64(4) in messages); anything else as it is."""
     return value.item() if hasattr(value, "item") else value

@@ -19,9 +19,7 @@ from rul.errors import OutputError
 def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through a temporary file in the same folder, then rename: never half a file.
     OutputError (naming `path`, not the temporary file) when the file cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    path = _not_a_folder(Path(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
@@ -60,10 +58,14 @@ def make_folder(folder: Path | str) -> Path:
 
 def check_output_path(path: Path | str) -> Path:
     """Before any work: OutputError if `path` is a folder or its folder cannot be made."""
-    path = Path(path)
+    path = _not_a_folder(Path(path))
+    make_folder(path.parent)
+    return path
+
+
+def _not_a_folder(path: Path) -> Path:
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a folder; give a file name")
-    make_folder(path.parent)
     return path
 
 

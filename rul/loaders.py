@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rul.errors import DataError
+from rul.errors import DataError, plain
 from rul.fleet import Fleet, Locator, validate_fleet
 from rul.schema import ASSET_ID, CMAPSS_COLUMNS, CYCLE, SENSORS, SETTINGS, TIMESTAMP
 
@@ -109,9 +109,8 @@ def read_rul_file(path: Path | str, n_assets: int) -> np.ndarray:
     bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0)
     if bad.any():
         pos = int(np.argmax(bad))
-        value = raw[0].iloc[pos]
-        shown = value.item() if isinstance(value, np.generic) else value
-        raise locator.error(f"RUL must be a non-negative integer, got {shown!r}", pos)
+        raise locator.error(f"RUL must be a non-negative integer, got {plain(raw[0].iloc[pos])!r}",
+                            pos)
     if len(values) != n_assets:
         raise locator.error(f"{len(values)} labels for {n_assets} test assets")
     return values.astype(np.int64)

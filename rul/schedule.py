@@ -29,7 +29,7 @@ from rul.batch import (
     require_columns,
     require_quantiles,
 )
-from rul.errors import ConfigError, DataError
+from rul.errors import ConfigError, DataError, plain
 from rul.fleet import Locator
 from rul.forecaster import Forecaster, default_model_path, quantile_column
 from rul.io import atomic_write, check_output_path, dumps, make_folder
@@ -169,8 +169,7 @@ def _aligned_truth(asset_ids: pd.Series, truth: pd.Series | Mapping[Any, float])
         ids, truth.index = ids.astype(str), truth.index.astype(str)
     position = truth.index.get_indexer(ids)
     if (position < 0).any():
-        missing = [v.item() if isinstance(v, np.generic) else v
-                   for v in asset_ids[position < 0][:5]]
+        missing = [plain(v) for v in asset_ids[position < 0][:5]]
         raise DataError(f"no true RUL for {int((position < 0).sum())} assets, e.g. {missing}")
     values = pd.to_numeric(truth, errors="coerce").to_numpy(dtype=np.float64)[position]
     bad = ~np.isfinite(values) | (values < 0)
@@ -258,7 +257,7 @@ def read_labels(path: Path | str, asset_ids: Sequence[Any] | pd.Series) -> pd.Se
                              (ids.duplicated().to_numpy(), "asset given twice")):
         if problem.any():
             i = int(np.argmax(problem))
-            shown = [v.item() if isinstance(v, np.generic) else v for v in raw.iloc[i].tolist()]
+            shown = [plain(v) for v in raw.iloc[i].tolist()]
             raise locator.error(f"{message}, got {shown}", i,
                                 asset=None if ids.isna().iloc[i] else ids.iloc[i])
     index = ids.to_numpy(dtype=np.int64) if pd.api.types.is_integer_dtype(ids) else ids.astype(str)
@@ -294,15 +293,15 @@ def run_forecast(input_path: Path | str, out_path: Path | str, *,
         raise ConfigError(f"{report_path}: the report is one HTML page; name it *.html")
     if labels_path is not None and not Path(labels_path).is_file():
         raise DataError("file not found", file=str(labels_path))
-    for output in (out_path, report_path):
-        if output is not None and Path(output).resolve() == Path(input_path).resolve():
-            raise ConfigError(f"{output}: that is the input fleet; write the schedule and the "
-                              "report to other files")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
     for output in (out_path, report_path):
-        if output is not None:
-            check_output_path(output)  # a bad path fails now, not after the forecast
+        if output is None:
+            continue
+        if Path(output).resolve() == Path(input_path).resolve():
+            raise ConfigError(f"{output}: that is the input fleet; write the schedule and the "
+                              "report to other files")
+        check_output_path(output)  # a bad path fails now, not after the forecast
     if threads is None and scheduler is None:
         threads = default_threads()
     model = Forecaster.load(model_path or default_model_path(), threads=threads)
