@@ -63,12 +63,16 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
     try:
         write_onnx(predictor, card, tmp)
         parity = parity_check(predictor, Forecaster.load(tmp), parity_readings)
-        sidecar = {**card, "sha256": file_sha256(tmp)}
-        os.replace(tmp, out)
+        text = dumps({**card, "sha256": file_sha256(tmp)})
+        # The sidecar first: if it cannot be written, no model file appears without its card.
+        atomic_write(sidecar_path(out), lambda f: f.write(text.encode() + b"\n"))
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            sidecar_path(out).unlink(missing_ok=True)
+            raise
     finally:
         tmp.unlink(missing_ok=True)
-    text = dumps(sidecar)
-    atomic_write(sidecar_path(out), lambda f: f.write(text.encode() + b"\n"))
     return ExportResult(out, sidecar_path(out), parity)
 
 

@@ -220,6 +220,15 @@ def test_failed_parity_writes_no_file(sim, sim_model: Path, tmp_path: Path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_unwritable_sidecar_leaves_no_model_file(sim, sim_model: Path, tmp_path: Path) -> None:
+    run = sim_model.parent / "run"
+    readings = parity_readings(sim.train, Forecaster.load(sim_model).features, 30)
+    sidecar_path(tmp_path / "m.onnx").mkdir()  # a folder where the card would go
+    with pytest.raises(RulError, match="it is a folder"):
+        export_checkpoint(run, tmp_path / "m.onnx", readings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sidecar_path(tmp_path / "m.onnx").name]
+
+
 def test_a_bad_run_card_or_parity_fleet_is_named(sim, sim_model: Path, tmp_path: Path) -> None:
     run = sim_model.parent / "run"
     copy = tmp_path / "run"
