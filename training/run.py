@@ -81,8 +81,7 @@ def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, re
                               f"(this configuration has {len(dirs)} folds)")
         raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
     if resume:
-        check_same_run(out_dir, dirs, config)
-        check_same_data(out_dir, dirs, datamodules)
+        check_same_run(out_dir, dirs, config, datamodules)
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
         # A fresh run would mix its epochs and checkpoints with the earlier run's.
@@ -96,26 +95,26 @@ def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, re
     return out_dir
 
 
-def check_same_data(out_dir: Path, dirs: list[Path], datamodules: list[RulDataModule]) -> None:
-    """A resumed run must go on with the data it started on: each started network's saved
-    preprocessing (statistics of its training assets) must be what the data gives now."""
-    for d, datamodule in zip(dirs, datamodules, strict=True):
-        if (d / LAST).is_file():
-            saved = torch.load(d / LAST, map_location="cpu", weights_only=True)
-            if saved["hyper_parameters"]["preprocessing"] != datamodule.preprocessing.to_dict():
-                raise ConfigError(f"{out_dir} was started on other training data (its "
-                                  "preprocessing statistics differ): resume it with the data "
-                                  "it started on, or train into another directory")
-
-
-def check_same_run(out_dir: Path, dirs: list[Path], config: RunConfig) -> None:
+def check_same_run(out_dir: Path, dirs: list[Path], config: RunConfig,
+                   datamodules: list[RulDataModule]) -> None:
     """A resumed run must go on training what it started: the same data, model and seed
-    (ConfigError naming what differs). Epochs, patience, hardware may change."""
-    started = next((d / LAST for d in dirs if (d / LAST).is_file()), None)
-    if started is None:
-        return
-    saved = torch.load(started, map_location="cpu", weights_only=True)["hyper_parameters"]
-    before, now = RunConfig.from_dict(saved["config"]).to_dict(), config.to_dict()
+    (ConfigError naming what differs). Epochs, patience, hardware may change. Each started
+    network's checkpoint is read once."""
+    started = [(d / LAST, dm) for d, dm in zip(dirs, datamodules, strict=True)
+               if (d / LAST).is_file()]
+    for k, (last, datamodule) in enumerate(started):
+        saved = torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]
+        if k == 0:
+            _check_same_config(out_dir, RunConfig.from_dict(saved["config"]), config)
+        # The preprocessing holds statistics of the network's training assets.
+        if saved["preprocessing"] != datamodule.preprocessing.to_dict():
+            raise ConfigError(f"{out_dir} was started on other training data (its "
+                              "preprocessing statistics differ): resume it with the data it "
+                              "started on, or train into another directory")
+
+
+def _check_same_config(out_dir: Path, saved: RunConfig, config: RunConfig) -> None:
+    before, now = saved.to_dict(), config.to_dict()
     changed = [f"{section}.{key}: {before[section][key]!r} -> {now[section][key]!r}"
                for section in ("data", "model") for key in now[section]
                if before[section][key] != now[section][key]]
