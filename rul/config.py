@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -51,13 +52,12 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("window", "stride", "rul_cap", "horizon", "max_conditions", "folds", "seed"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool), name, value,
-                   "must be an integer")
+            _check(is_int(value), name, value, "must be an integer")
         _check(isinstance(self.padded_windows, bool), "padded_windows", self.padded_windows,
                "must be true or false")
-        _check(isinstance(self.near_constant_fraction, int | float), "near_constant_fraction",
+        _check(is_number(self.near_constant_fraction), "near_constant_fraction",
                self.near_constant_fraction, "must be a number")
-        _check(isinstance(self.validation_fraction, int | float), "validation_fraction",
+        _check(is_number(self.validation_fraction), "validation_fraction",
                self.validation_fraction, "must be a number")
         _check(self.window >= 1, "window", self.window, "must be >= 1")
         _check(self.stride >= 1, "stride", self.stride, "must be >= 1")
@@ -65,7 +65,7 @@ class DataConfig:
         _check(self.horizon >= 1, "horizon", self.horizon, "must be >= 1")
         _check(self.normalisation in NORMALISATIONS, "normalisation", self.normalisation,
                f"must be one of {list(NORMALISATIONS)}")
-        _check(self.conditions is None or (isinstance(self.conditions, int)
+        _check(self.conditions is None or (is_int(self.conditions)
                                            and self.conditions >= 1),
                "conditions", self.conditions, "must be an integer >= 1 or null")
         _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
@@ -96,6 +96,16 @@ def from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"{section}: {exc}") from None
+
+
+def is_int(value: Any) -> bool:
+    """An integer config value (YAML's true/false are bools, which Python counts as ints)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite number (not a bool, not NaN or inf)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(ok: bool, name: str, value: Any, rule: str) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rul.config import DataConfig, from_dict
+from rul.config import DataConfig, from_dict, is_int, is_number
 from rul.errors import ConfigError
 
 BACKBONES = ("cnn", "lstm")
@@ -43,27 +42,19 @@ class ModelConfig:
             raise ConfigError(f"unknown backbone {self.backbone!r}; "
                               f"choose one of {list(BACKBONES)}")
         for name in ("hidden", "layers", "kernel_size", "first_stride", "members"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be a positive integer, got "
                                   f"{getattr(self, name)!r}")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be a number in [0, 1), got {self.dropout!r}")
         if (not isinstance(self.quantiles, list | tuple) or not self.quantiles
-                or not all(_is_number(x) for x in self.quantiles)):
+                or not all(is_number(x) for x in self.quantiles)):
             raise ConfigError("model.quantiles must be a list of numbers in (0, 1), got "
                               f"{self.quantiles!r}")
         q = tuple(float(x) for x in self.quantiles)
         if any(not 0 < x < 1 for x in q) or list(q) != sorted(set(q)):
             raise ConfigError(f"model.quantiles must be strictly increasing in (0, 1), got {q}")
         object.__setattr__(self, "quantiles", q)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 LR_SCHEDULES = ("plateau", "cosine")
@@ -111,14 +102,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("max_epochs", "batch_size", "patience", "num_nodes"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
         for name in ("learning_rate", "weight_decay", "gradient_clip", "quantile_weight",
                      "failure_weight"):
             value = getattr(self, name)
-            if not _is_number(value) or value < 0:
+            if not is_number(value) or value < 0:
                 raise ConfigError(f"train.{name} must be a finite number >= 0, got {value!r}")
-        if not _is_int(self.seed) or self.seed < 0:
+        if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"train.seed must be an integer >= 0, got {self.seed!r}")
         if self.accelerator not in ACCELERATORS:
             raise ConfigError(f"train.accelerator must be one of {list(ACCELERATORS)}, got "
@@ -130,7 +121,7 @@ class TrainConfig:
         if self.precision is not None and str(self.precision) not in PRECISIONS:
             raise ConfigError(f"train.precision must be null or one of {list(PRECISIONS)}, got "
                               f"{self.precision!r}")
-        if self.num_threads is not None and (not _is_int(self.num_threads)
+        if self.num_threads is not None and (not is_int(self.num_threads)
                                              or self.num_threads < 1):
             raise ConfigError("train.num_threads must be a positive integer or null, got "
                               f"{self.num_threads!r}")
@@ -142,7 +133,7 @@ class TrainConfig:
 
 
 def _valid_devices(devices: Any) -> bool:
-    if _is_int(devices):
+    if is_int(devices):
         return devices >= 1 or devices == -1
     if not isinstance(devices, str):
         return False
