@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,38 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_files(folder: Path | str, files: Mapping[str, bytes], stale: tuple[str, ...] = ()
+                ) -> dict[str, Path]:
+    """Write several files into `folder` as one set (a report and its plots): all are written
+    and synced in a staging folder inside it first, then renamed into place, then the `stale`
+    names removed. A failure while writing (disk full, no permission) leaves the folder's
+    earlier set as it was, never half old and half new. Returns the paths by file name."""
+    folder = make_folder(folder)
+    targets = {name: _not_a_folder(folder / name) for name in files}
+    try:
+        staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
+    except OSError as exc:
+        raise OutputError(f"cannot write into {folder}: {_folder_problem(folder, exc)}") from None
+    try:
+        for name, data in files.items():
+            try:
+                with open(staging / name, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(staging / name, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write {targets[name]}: {exc.strerror or exc}; the "
+                                  f"files already in {folder} were left as they were") from None
+        for name, target in targets.items():
+            os.replace(staging / name, target)
+        for name in stale:
+            (folder / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return targets
 
 
 def make_folder(folder: Path | str) -> Path:

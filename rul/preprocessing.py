@@ -108,6 +108,19 @@ class Preprocessing:
         return pre
 
 
+def _dropped_summary(dropped: dict[str, str], shown: int = 4) -> str:
+    """{sensor: reason} as one short clause per reason: 'constant within operating
+    conditions: sensor_1, sensor_2, ... (21 sensors)'."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in dropped.items():
+        by_reason.setdefault(reason, []).append(name)
+    parts = []
+    for reason, names in by_reason.items():
+        listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+        parts.append(f"{reason}: {listed} ({len(names)} sensor{'s' * (len(names) != 1)})")
+    return "; ".join(parts)
+
+
 def fit_preprocessing(fleet: Fleet, config: DataConfig) -> Preprocessing:
     """Decide conditions, select sensors and fit the normalisation on training data."""
     settings_values = fleet.frame[list(fleet.settings)].to_numpy(dtype=np.float64)
@@ -122,8 +135,11 @@ def fit_preprocessing(fleet: Fleet, config: DataConfig) -> Preprocessing:
     keep, dropped = _select_sensors(sensors_values, condition, k, list(fleet.sensors),
                                     config.near_constant_fraction)
     if not keep:
-        raise ConfigError(f"{fleet.source}: every sensor is constant within its operating "
-                          f"condition; nothing to learn from ({dropped})")
+        rows = len(fleet.frame)
+        raise ConfigError(f"{fleet.source}: no sensor is left to learn from ("
+                          f"{_dropped_summary(dropped)})"
+                          + (f"; the fleet has only {rows} row{'s' * (rows != 1)}"
+                             if rows < 3 else ""))
     chosen = sensors_values[:, keep]
     mean = np.stack([chosen[condition == j].mean(axis=0) for j in range(k)])
     std = np.stack([_mean_std(chosen[condition == j])[1] for j in range(k)])

@@ -1,8 +1,9 @@
 """Evaluation report: JSON for machines, Markdown and one self-contained HTML page for people.
 
-`write_report` renders every file in memory first and only then writes each one atomically, so
-a failure part-way (a malformed result, matplotlib missing) leaves an earlier report in the
-folder intact and never a half-written file. The Markdown and the HTML are rendered from one
+`write_report` renders every file in memory first and then writes them as one set
+(`rul.io.write_files`), so a failure part-way (a malformed result, matplotlib missing, a full
+disk) leaves an earlier report in the folder intact: never a half-written file, never the
+text of one report beside the plots of another. The Markdown and the HTML are rendered from one
 list of blocks, so the two always say the same thing.
 
 Plots need matplotlib, an optional dependency imported only when a plot is drawn. They use the
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rul.errors import RulError
-from rul.io import atomic_write, dumps, make_folder
+from rul.io import dumps, write_files
 
 __all__ = ["PLOT_NAMES", "ReportError", "to_json", "write_report"]
 
@@ -64,22 +65,14 @@ def write_report(
         "html": ("report.html", render_html(blocks, plots).encode()),
     }
     files.update({name: (f"{name}.png", png) for name, png in plots.items()})
-    out = Path(out_dir)
-    make_folder(out)
-    paths = {key: _write_bytes(out / filename, data) for key, (filename, data) in files.items()}
     # A plot left over from an earlier report in the same folder would sit beside this one's
     # text and be taken for this model's.
-    for name in PLOT_NAMES:
-        if name not in plots:
-            (out / f"{name}.png").unlink(missing_ok=True)
-    return paths
+    stale = tuple(f"{name}.png" for name in PLOT_NAMES if name not in plots)
+    written = write_files(out_dir, dict(files.values()), stale)
+    return {key: written[filename] for key, (filename, _) in files.items()}
 
 
 # --------------------------------------------------------------------------- JSON
-
-
-def _write_bytes(path: Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
 
 
 def to_json(value: Any) -> str:

@@ -183,13 +183,27 @@ def _aligned_truth(asset_ids: pd.Series, truth: pd.Series | Mapping[Any, float])
 # --------------------------------------------------------------------------- schedule files
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def schedule_csv(table: pd.DataFrame) -> bytes:
+    """A schedule as CSV. Text cells that a spreadsheet would run as a formula (an asset id
+    such as `=HYPERLINK(...)`) get a leading apostrophe, as OWASP advises for CSV exports."""
+    text_columns = [c for c in table.columns if pd.api.types.is_object_dtype(table[c])
+                    or pd.api.types.is_string_dtype(table[c])]
+    safe = table.assign(**{c: table[c].map(
+        lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+        for c in text_columns})
+    return safe.to_csv(index=False, lineterminator="\n").encode()
+
+
 def write_schedule(table: pd.DataFrame, out: Path | str) -> Path:
     """Write a schedule by suffix: .csv, .parquet or .json (records, one object per asset per
     line, NaN as null). Atomic: a failure leaves any earlier file intact."""
     out = Path(out)
     suffix = _schedule_suffix(out)
     if suffix == ".csv":
-        data = table.to_csv(index=False, lineterminator="\n").encode()
+        data = schedule_csv(table)
     elif suffix == ".parquet":
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rul.errors import DataError
 from rul.fleet import Fleet
 from rul.schema import ASSET_ID, CYCLE
 
@@ -23,6 +24,20 @@ def rul_per_row(fleet: Fleet, rul_at_end: np.ndarray | None = None) -> np.ndarra
             raise ValueError(f"{len(rul_at_end)} labels for {fleet.n_assets} assets")
         rul = rul + np.repeat(rul_at_end, fleet.lengths())
     return rul.astype(np.float64)
+
+
+def check_run_to_failure(fleet: Fleet) -> None:
+    """Training data are run-to-failure records, each asset's last row its failure. An asset of
+    one row would teach that a first reading is a failure: far more often a data error (a
+    truncated export, a mistyped asset id) than an asset that failed in its first cycle."""
+    lengths = fleet.lengths()
+    single = fleet.asset_ids[lengths < 2]
+    if len(single):
+        more = f" ({len(single) - 1} more assets too)" if len(single) > 1 else ""
+        raise DataError(f"only one row{more}; training data are run-to-failure "
+                        "records whose last row is the failure, so an asset needs its history "
+                        "up to the failure: remove it or give its earlier rows",
+                        file=fleet.source, asset=single[0])
 
 
 def capped(rul: np.ndarray, rul_cap: float) -> np.ndarray:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from service import storage
-from service.requests import check_unknown_query, query_int
+from service.requests import check_unknown_query, query_int, query_text
 from service.settings import Settings
 from service.storage import Store
 
@@ -86,7 +86,7 @@ def recent(store: Store, settings: Settings, params: Mapping[str, Any]) -> dict[
     check_unknown_query(params, ["asset_id", "limit"])
     limit = query_int(params, "limit", 100, minimum=1, maximum=settings.history_limit)
     conn = store.connection()
-    return {"alerts": storage.list_alerts(conn, params.get("asset_id"), limit),
+    return {"alerts": storage.list_alerts(conn, query_text(params, "asset_id"), limit),
             "outbox": storage.outbox_counts(conn)}
 
 

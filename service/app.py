@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from gunicorn.http.errors import ParseException
 
 from rul.errors import RulError
 from service import alerts, assets, auth, health, metrics, openapi, predict, report
 from service.compat import falcon, hug
-from service.errors import ApiError, error_body, not_found_body, too_large
+from service.errors import ApiError, bad_request, error_body, not_found_body, too_large
 from service.models import ModelRegistry, list_models, model_card
-from service.requests import NPY_CONTENT_TYPE, check_unknown_query
+from service.requests import NPY_CONTENT_TYPE, check_unknown_query, query_text
 from service.settings import Settings, from_env
 from service.storage import StorageError, Store
 
@@ -97,15 +98,33 @@ def output(data: Any, request: Any = None, response: Any = None) -> bytes:
     return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def read_body(request: Any, limit: int) -> bytes:
-    """The request body, refused with 413 beyond `limit` bytes before it is read."""
+def read_body(request: Any, settings: Settings) -> bytes:
+    """The request body, refused with 413 beyond RUL_MAX_BODY_BYTES before it is read, with
+    408 when it stalls for RUL_READ_TIMEOUT and 400 when it is cut off or badly chunked."""
+    limit = settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise too_large(f"the request body is {length} bytes; at most {limit} "
                         "(RUL_MAX_BODY_BYTES)", "body")
-    if length is not None:
-        return request.bounded_stream.read()
-    data = request.stream.read(limit + 1)  # chunked: no length to check up front
+    client = request.env.get("gunicorn.socket")
+    if client is not None:
+        # A client that stops sending mid-body would otherwise hold this (sync) worker until
+        # gunicorn kills it, and every request it was to serve next with it.
+        client.settimeout(settings.read_timeout)
+    try:
+        if length is not None:
+            data = request.bounded_stream.read()
+        else:
+            data = request.stream.read(limit + 1)  # chunked: no length to check up front
+    except TimeoutError:
+        raise ApiError(408, f"the request body stalled: no bytes for {settings.read_timeout:g} "
+                       "s (RUL_READ_TIMEOUT)", "body") from None
+    except (OSError, ParseException) as exc:  # gunicorn: cut off, or a malformed chunk
+        raise bad_request(f"the request body is cut off or malformed ({type(exc).__name__}: "
+                          f"{exc})", "body") from None
+    if length is not None and len(data) < length:
+        raise bad_request(f"the request body ended after {len(data)} of its {length} bytes "
+                          "(Content-Length)", "body")
     if len(data) > limit:
         raise too_large(f"the request body is over {limit} bytes (RUL_MAX_BODY_BYTES)", "body")
     return data
@@ -175,6 +194,8 @@ def build_wsgi() -> falcon.API:
     """The falcon app hug builds, with the service's middleware and error handlers."""
     api.http.add_middleware(ServiceMiddleware())
     wsgi = api.http.server()
+    # `?asset_id=a,b` is one asset id with a comma in it (ids may hold commas), not two.
+    wsgi.req_options.auto_parse_qs_csv = False
     # falcon runs the handler of the most specific matching type, newest first.
     wsgi.add_error_handler(Exception, _on_unexpected)
     wsgi.add_error_handler(RulError, _on_rul_error)
@@ -190,13 +211,19 @@ def build_wsgi() -> falcon.API:
 api = hug.API(__name__)
 
 
-@hug.get(f"{V1}/health", output=output)
+def read(url: str) -> Any:
+    """A read-only route: GET, and HEAD for probes that only look at the status (falcon sends
+    HEAD answers without their body)."""
+    return hug.http(url, accept=("GET", "HEAD"), output=output)
+
+
+@read(f"{V1}/health")
 def get_health():
     """Liveness: the process answers (no key needed)."""
     return health.health()
 
 
-@hug.get(f"{V1}/ready", output=output)
+@read(f"{V1}/ready")
 def get_ready(response):
     """Readiness: models loaded and the database writable; 503 otherwise."""
     svc = service()
@@ -206,12 +233,12 @@ def get_ready(response):
     return body
 
 
-@hug.get(f"{V1}/models", output=output)
+@read(f"{V1}/models")
 def get_models():
     return list_models(service().registry)
 
 
-@hug.get(f"{V1}/models/{{name}}", output=output)
+@read(f"{V1}/models/{{name}}")
 def get_model(name):
     return model_card(service().registry, name)
 
@@ -220,17 +247,17 @@ def get_model(name):
 def post_predict(request):
     svc = service()
     check_unknown_query(request.params, [])
-    return predict.predict_one(svc.registry, read_body(request, svc.settings.max_body_bytes),
+    return predict.predict_one(svc.registry, read_body(request, svc.settings),
                                max_rows=svc.settings.max_rows, observe=metrics.observe_inference)
 
 
 @hug.post(f"{V1}/predict/batch", output=output, parse_body=False)
 def post_predict_batch(request):
     svc = service()
-    data = read_body(request, svc.settings.max_body_bytes)
-    if (request.content_type or "").split(";")[0].strip() == NPY_CONTENT_TYPE:
+    data = read_body(request, svc.settings)
+    if (request.content_type or "").split(";")[0].strip().lower() == NPY_CONTENT_TYPE:
         check_unknown_query(request.params, ["model"])
-        return predict.predict_npy(svc.registry, data, request.params.get("model"),
+        return predict.predict_npy(svc.registry, data, query_text(request.params, "model"),
                                    max_assets=svc.settings.max_assets,
                                    observe=metrics.observe_inference)
     check_unknown_query(request.params, [])
@@ -239,13 +266,13 @@ def post_predict_batch(request):
                                  observe=metrics.observe_inference)
 
 
-@hug.get(f"{V1}/assets", output=output)
+@read(f"{V1}/assets")
 def get_assets(request):
     svc = service()
     return assets.list_assets(svc.store, svc.settings, request.params)
 
 
-@hug.get(f"{V1}/assets/{{asset_id}}", output=output)
+@read(f"{V1}/assets/{{asset_id}}")
 def get_asset(asset_id, request):
     svc = service()
     check_unknown_query(request.params, [])
@@ -257,14 +284,14 @@ def put_asset(asset_id, request):
     svc = service()
     check_unknown_query(request.params, [])
     return assets.configure_asset(svc.store, svc.registry, svc.settings, asset_id,
-                                  read_body(request, svc.settings.max_body_bytes))
+                                  read_body(request, svc.settings))
 
 
 @hug.post(f"{V1}/assets/{{asset_id}}/readings", output=output, parse_body=False)
 def post_readings(asset_id, request):
     svc = service()
     answer = assets.ingest_readings(svc.store, svc.registry, svc.settings, asset_id,
-                                    read_body(request, svc.settings.max_body_bytes),
+                                    read_body(request, svc.settings),
                                     request.params, observe=metrics.observe_inference)
     metrics.READINGS.inc(answer["stored"])
     if answer["alert"] is not None:
@@ -272,37 +299,37 @@ def post_readings(asset_id, request):
     return answer
 
 
-@hug.get(f"{V1}/assets/{{asset_id}}/history", output=output)
+@read(f"{V1}/assets/{{asset_id}}/history")
 def get_history(asset_id, request):
     svc = service()
     return assets.history(svc.store, svc.settings, asset_id, request.params)
 
 
-@hug.get(f"{V1}/assets/{{asset_id}}/forecast", output=output)
+@read(f"{V1}/assets/{{asset_id}}/forecast")
 def get_forecast(asset_id, request):
     svc = service()
     return assets.latest(svc.store, svc.registry, asset_id, request.params)
 
 
-@hug.get(f"{V1}/alerts", output=output)
+@read(f"{V1}/alerts")
 def get_alerts(request):
     svc = service()
     return alerts.recent(svc.store, svc.settings, request.params)
 
 
-@hug.get(f"{V1}/report", output=output)
+@read(f"{V1}/report")
 def get_report(request):
     svc = service()
     content_type, body = report.fleet_report(svc.store, svc.settings, request.params)
     return body if isinstance(body, dict) else Body(body, content_type)
 
 
-@hug.get(f"{V1}/openapi.json", output=output)
+@read(f"{V1}/openapi.json")
 def get_openapi():
     return openapi.document()
 
 
-@hug.get("/metrics", output=output)
+@read("/metrics")
 def get_metrics():
     return Body(metrics.exposition(), metrics.CONTENT_TYPE)
 

@@ -25,6 +25,7 @@ from service.requests import (
     check_unknown_query,
     parse_json,
     query_int,
+    query_text,
     readings_matrix,
     require_object,
     threshold_value,
@@ -118,7 +119,7 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
     forecaster = registry.get(name)
     tail = storage.readings_tail(conn, asset_id, targets[-1],
                                  forecaster.window - 1 + len(targets))
-    _require_features(tail[-1][1], forecaster.features, asset_id, name)
+    _require_features(tail, forecaster.features, asset_id, name)
     values = np.array([[reading[f] for f in forecaster.features] for _, reading in tail],
                       dtype=np.float32)
     windows = make_windows(values, np.array([len(values)]), forecaster.window, ends="every")
@@ -132,14 +133,16 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
             for cycle, item in zip(targets, items, strict=True)]
 
 
-def _require_features(reading: dict[str, Any], features: list[str], asset_id: str,
-                      model: str) -> None:
-    """409 when an asset's stored readings lack features `model` needs (tracked with another
-    model before; readings keep only the features of the model they were sent for)."""
-    missing = [f for f in features if f not in reading]
-    if missing:
-        raise ApiError(409, f"asset {asset_id!r}'s stored readings lack {missing} that model "
-                       f"{model!r} needs", "model")
+def _require_features(readings: list[tuple[int, dict[str, Any]]], features: list[str],
+                      asset_id: str, model: str) -> None:
+    """409 when stored (cycle, reading) pairs lack features `model` needs (sent while the asset
+    was tracked with another model: readings keep only the features of the model they were
+    sent for)."""
+    for cycle, reading in readings:
+        missing = [f for f in features if f not in reading]
+        if missing:
+            raise ApiError(409, f"asset {asset_id!r}'s stored reading of cycle {cycle} lacks "
+                           f"{missing} that model {model!r} needs", "model")
 
 
 def public_forecast(forecast: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -165,8 +168,11 @@ def configure_asset(store: Store, registry: ModelRegistry, settings: Settings, a
         if asset is not None and "alert_threshold" not in body:
             threshold = asset["alert_threshold"]
         if asset is not None and model != asset["model"] and asset["n_readings"]:
-            (_, newest), = storage.readings_tail(conn, asset_id, asset["last_cycle"], 1)
-            _require_features(newest, registry.get(model).features, asset_id, model)
+            # Every reading of the newest window: the next forecasts read them all.
+            forecaster = registry.get(model)
+            _require_features(storage.readings_tail(conn, asset_id, asset["last_cycle"],
+                                                    forecaster.window),
+                              forecaster.features, asset_id, model)
         storage.put_asset(conn, asset_id, model, threshold, now)
         # A new threshold is judged against the newest forecast from now on.
         return asset_summary(conn, settings, asset_id)
@@ -189,7 +195,7 @@ def list_assets(store: Store, settings: Settings, params: Mapping[str, Any]) -> 
     """`GET /v1/assets?limit=&after=`: assets by id, paginated by the last id seen."""
     check_unknown_query(params, ["limit", "after"])
     limit = query_int(params, "limit", 100, minimum=1, maximum=settings.history_limit)
-    after = params.get("after") or None
+    after = query_text(params, "after")
     conn = store.connection()
     page = storage.list_assets(conn, after, limit + 1)
     more = len(page) > limit
@@ -239,10 +245,11 @@ def latest(store: Store, registry: ModelRegistry, asset_id: str, params: Mapping
     asset = storage.get_asset(conn, asset_id)
     if asset is None:
         raise ApiError(404, f"no asset {asset_id!r}", "path.asset_id")
-    model = params.get("model") or asset["model"]
+    asked = query_text(params, "model")
+    model = asked or asset["model"]
     registry.get(model, field="query.model")
     forecast = storage.latest_forecast(conn, asset_id, model)
     if forecast is None:
         raise ApiError(404, f"asset {asset_id!r} has no forecast from model {model!r} yet",
-                       "query.model" if params.get("model") else "path.asset_id")
+                       "query.model" if asked else "path.asset_id")
     return {"asset_id": asset_id, **public_forecast(forecast)}

@@ -63,9 +63,10 @@ def _responses(ok: dict[str, Any] | None, *errors: int, ok_status: int = 200,
 # What the server takes (`service.requests.asset_id_value`): 1-200 printable characters,
 # percent-encoded in the path; a '/' (even as %2F) splits the path, so no route matches it.
 _ASSET_ID = {"name": "asset_id", "in": "path", "required": True,
-             "description": "1-200 printable characters except '/', percent-encoded.",
+             "description": "1-200 printable characters except '/' and U+FFFD, "
+                            "percent-encoded.",
              "schema": {"type": "string", "minLength": 1, "maxLength": 200,
-                        "pattern": "^[^/\\x00-\\x1f\\x7f]+$"}}
+                        "pattern": "^[^/\\x00-\\x1f\\x7f\\ufffd]+$"}}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -195,6 +196,15 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _head_of(get: dict[str, Any]) -> dict[str, Any]:
+    """The HEAD operation of a read-only route: its GET's status and headers, no body."""
+    head = {**get, "summary": f"{get['summary']} (status only)",
+            "operationId": f"{get['operationId']}Head",
+            "responses": {status: {k: v for k, v in answer.items() if k != "content"}
+                          for status, answer in get["responses"].items()}}
+    return head
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document."""
     limit = _query("limit", {"type": "integer", "minimum": 1}, "Page size (at most "
@@ -279,6 +289,9 @@ def document() -> dict[str, Any]:
                              "responses": _responses(None, ok_content={
                                  "text/plain": {"schema": _STRING}})}},
     }
+    for item in paths.values():
+        if "get" in item:
+            item["head"] = _head_of(item["get"])
     return {
         "openapi": "3.0.3",
         "info": {"title": "rul service", "version": rul.__version__,

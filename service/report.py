@@ -7,7 +7,6 @@ CSV for spreadsheets, HTML (the batch schedule's page, `rul.schedule_report`) fo
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ import pandas as pd
 
 from rul.batch import quantile_columns, quantile_level
 from rul.forecaster import quantile_column
-from rul.schedule import schedule
+from rul.schedule import schedule, schedule_csv
 from rul.schema import ASSET_ID
 from service import storage
 from service.requests import check_unknown_query, query_choice, query_int
@@ -58,9 +57,7 @@ def fleet_report(store: Store, settings: Settings, params: Mapping[str, Any]
     else:
         table = table.assign(recommended_cycle=[], at_risk=[], risk_rank=[])
     if fmt == "csv":
-        buffer = io.StringIO()
-        table.to_csv(buffer, index=False)
-        return CONTENT_TYPES[fmt], buffer.getvalue().encode()
+        return CONTENT_TYPES[fmt], schedule_csv(table)
     if fmt == "html":
         from rul.schedule_report import render_schedule_report  # matplotlib: only when asked
 

@@ -145,13 +145,17 @@ def window_matrix(window: Any, n_rows: int, features: Sequence[str], field: str)
 def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: int
                 ) -> np.ndarray:
     """A binary batch: one .npy array [batch, window, n_features] (float32 or float64)."""
+    stream = io.BytesIO(data)
     try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array = np.load(stream, allow_pickle=False)
     except Exception as exc:  # numpy raises ValueError/OSError/EOFError for bad files
         raise bad_request(f"the body is not a readable .npy array ({_first_line(exc)})",
                           "body") from None
     if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
         raise bad_request("the body must be one .npy array, not an .npz archive", "body")
+    if stream.tell() != len(data):  # two arrays sent as one, or a body glued to another
+        raise bad_request(f"the body holds {len(data) - stream.tell()} bytes after its .npy "
+                          "array; send exactly one array", "body")
     expected = [window, len(features)]
     if array.ndim != 3 or list(array.shape[1:]) != expected:
         raise bad_request(f"the .npy array must have shape [batch, {window}, {len(features)}] "
@@ -176,8 +180,8 @@ def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: 
 def query_int(params: Mapping[str, Any], name: str, default: int | None, *, minimum: int = 0,
               maximum: int | None = None) -> int | None:
     """An integer query parameter (400 for anything else, or out of range)."""
-    value = params.get(name)
-    if value is None or value == "":
+    value = query_text(params, name)
+    if value is None:
         return default
     field = f"query.{name}"
     if isinstance(value, list) or not _INTEGER_TEXT.fullmatch(str(value)):
@@ -190,9 +194,18 @@ def query_int(params: Mapping[str, Any], name: str, default: int | None, *, mini
     return number
 
 
+def query_text(params: Mapping[str, Any], name: str) -> str | None:
+    """A text query parameter given at most once (None when absent or empty)."""
+    value = params.get(name)
+    if isinstance(value, list):
+        raise bad_request(f"query parameter {name} is given {len(value)} times; give it once",
+                          f"query.{name}")
+    return None if value is None or value == "" else value
+
+
 def query_choice(params: Mapping[str, Any], name: str, choices: Sequence[str], default: str
                  ) -> str:
-    value = params.get(name) or default
+    value = query_text(params, name) or default
     if value not in choices:
         raise bad_request(f"query parameter {name} must be one of {list(choices)}; got "
                           f"{value!r}", f"query.{name}")
@@ -215,6 +228,10 @@ def asset_id_value(value: Any, field: str) -> str:
     text = str(value)
     if not text or len(text) > 200 or not text.isprintable():
         raise bad_request(f"{field} must be 1-200 printable characters; got {text!r}", field)
+    if "\ufffd" in text:
+        # What a percent-escape that is not UTF-8 decodes to: two different ids would become one.
+        raise bad_request(f"{field} holds U+FFFD, the stand-in for bytes that are not UTF-8 (a "
+                          f"percent-escape in the path that is not UTF-8?); got {text!r}", field)
     return text
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rul.errors import ConfigError
-from service.settings import Settings, to_env
+from service.settings import WORKER_TIMEOUT_S, Settings, to_env
 
 log = logging.getLogger("rul.service")
 
@@ -72,14 +72,13 @@ def prepare(settings: Settings) -> Path | None:
     return None if given else Path(metrics_dir)
 
 
-def gunicorn_options(settings: Settings, *, access_log: bool = False,
-                     timeout: int = 30) -> dict[str, Any]:
+def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:
     return {
         "bind": f"[{settings.host}]:{settings.port}" if ":" in settings.host
         else f"{settings.host}:{settings.port}",
         "workers": settings.workers,
-        "worker_class": "sync",
-        "timeout": timeout,
+        "worker_class": "service.worker.JsonErrorWorker",
+        "timeout": WORKER_TIMEOUT_S,
         "graceful_timeout": 10,
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
@@ -106,9 +105,13 @@ def _worker_exit(server: Any, worker: Any) -> None:
 
 
 def _child_exit(server: Any, worker: Any) -> None:
-    from service import metrics
+    # Runs in the master: an exception here would stop the whole server over one worker.
+    try:
+        from service import metrics
 
-    metrics.mark_worker_dead(worker.pid)
+        metrics.mark_worker_dead(worker.pid)
+    except Exception:
+        log.exception("could not fold away the metrics of worker %s", worker.pid)
 
 
 def serve(settings: Settings, *, access_log: bool = False) -> None:
@@ -131,8 +134,11 @@ def serve(settings: Settings, *, access_log: bool = False) -> None:
 
             return __hug_wsgi__
 
+    master = os.getpid()
     try:
         Application().run()  # gunicorn ends it with sys.exit
     finally:
-        if own_metrics_dir is not None:
+        # Workers are forked inside run() and leave through this same frame when they exit
+        # (a restart, a timeout): only the master may remove the folder they all share.
+        if own_metrics_dir is not None and os.getpid() == master:
             shutil.rmtree(own_metrics_dir, ignore_errors=True)

@@ -15,6 +15,7 @@ fail at startup with the variable's name, never at the first request.
 | RUL_ALERT_THRESHOLD | 0.5 | failure_probability at which an asset alerts (per asset too) |
 | RUL_WEBHOOK_TIMEOUT | 5 | seconds one delivery may take |
 | RUL_WEBHOOK_MAX_BACKOFF | 300 | longest wait between retries, seconds |
+| RUL_READ_TIMEOUT | 10 | seconds a request body may stall (no bytes arriving): then 408 |
 | RUL_MAX_BODY_BYTES | 33554432 | largest request body (413 above, before reading it) |
 | RUL_MAX_ASSETS | 10000 | most assets (or windows) in one batch call (413 above) |
 | RUL_MAX_ROWS | 100000 | most readings rows in one call (413 above) |
@@ -36,6 +37,9 @@ from typing import Any
 from rul.errors import ConfigError
 from rul.forecaster import default_model_path
 
+WORKER_TIMEOUT_S = 30
+"""gunicorn kills a worker that has not finished a request in this many seconds."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -50,6 +54,9 @@ class Settings:
     alert_threshold: float = 0.5
     webhook_timeout: float = 5.0
     webhook_max_backoff: float = 300.0
+    read_timeout: float = 10.0
+    """A request body that stalls this long answers 408 and frees its worker (below
+    WORKER_TIMEOUT_S, after which gunicorn would kill the worker instead)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_assets: int = 10_000
     max_rows: int = 100_000
@@ -94,6 +101,7 @@ VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "alert_threshold": ("RUL_ALERT_THRESHOLD", float),
     "webhook_timeout": ("RUL_WEBHOOK_TIMEOUT", float),
     "webhook_max_backoff": ("RUL_WEBHOOK_MAX_BACKOFF", float),
+    "read_timeout": ("RUL_READ_TIMEOUT", float),
     "max_body_bytes": ("RUL_MAX_BODY_BYTES", int),
     "max_assets": ("RUL_MAX_ASSETS", int),
     "max_rows": ("RUL_MAX_ROWS", int),
@@ -107,7 +115,7 @@ _FLAGS = {"model": "--model", "models_dir": "--models-dir", "db": "--db",
           "ort_threads": "--threads", "host": "--host", "port": "--port",
           "workers": "--workers"}
 _POSITIVE = ("max_body_bytes", "max_assets", "max_rows", "history_limit", "ort_threads",
-             "workers", "webhook_timeout", "webhook_max_backoff")
+             "workers", "webhook_timeout", "webhook_max_backoff", "read_timeout")
 
 
 def variable(name: str) -> str:
@@ -168,6 +176,9 @@ def _checked(settings: Settings) -> Settings:
         value = getattr(settings, name)
         if value is not None and (not value > 0 or not math.isfinite(value)):
             raise ConfigError(f"{variable(name)} must be a positive number; got {value}")
+    if settings.read_timeout >= WORKER_TIMEOUT_S:
+        raise ConfigError(f"RUL_READ_TIMEOUT must be below the worker timeout of "
+                          f"{WORKER_TIMEOUT_S} s; got {settings.read_timeout}")
     if not 0.0 < settings.alert_threshold <= 1.0:
         raise ConfigError(f"RUL_ALERT_THRESHOLD must be in (0, 1]; got {settings.alert_threshold}")
     if not 0 < settings.port < 65536:

@@ -25,6 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # exited meanwhile
+        return None
+
+
 @dataclass
 class Answer:
     status: int
@@ -89,10 +96,13 @@ class ServiceProcess:
             conn.close()
 
     def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children forked from it, so running its command
+        line (not multiprocessing's resource tracker, which the startup checks leave)."""
         assert self.process is not None
         pid = self.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return [int(c) for c in children]
+        master = _cmdline(pid)
+        return [int(c) for c in children if _cmdline(int(c)) == master]
 
     def wait_workers(self, timeout: float = 30) -> list[int]:
         deadline = time.time() + timeout

@@ -53,6 +53,16 @@ def test_condition_normalisation_without_regimes_is_an_error(sim) -> None:
         fit_preprocessing(sim.train, DataConfig(normalisation="condition"))
 
 
+def test_a_fleet_without_a_varying_sensor_is_summarised_not_listed(sim) -> None:
+    one_row = fleet_from_dataframe(sim.train.frame.head(1))
+    with pytest.raises(ConfigError) as info:
+        fit_preprocessing(one_row, DataConfig())
+    message = str(info.value)
+    assert "no sensor is left to learn from (constant within operating conditions: " in message
+    assert "..." in message and "(21 sensors)); the fleet has only 1 row" in message
+    assert "sensor_21" not in message  # four names, then the count
+
+
 def test_real_fd001_keeps_the_usual_fourteen_sensors(cmapss_dir) -> None:
     pre = fit_preprocessing(load_cmapss(cmapss_dir, "FD001").train, DataConfig())
     usual = [2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21]

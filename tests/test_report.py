@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 
 from rul import metrics
+from rul.errors import OutputError
 from rul.report import PLOT_NAMES, ReportError, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -207,3 +210,32 @@ def test_missing_matplotlib_is_a_clear_error(
         write_report(result, tmp_path)
     assert list(tmp_path.iterdir()) == []
     assert set(write_report({"rmse": 1.0}, tmp_path)) == {"json", "markdown", "html"}
+
+
+def test_a_failed_write_leaves_the_earlier_report_whole(
+    tmp_path: Path, result: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier = write_report({"rmse": 1.0}, tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    # A full disk on the third file: the first two were already written (to staging).
+    real_fsync, calls = os.fsync, []
+
+    def full_disk(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OutputError, match=r"report\.html: No space left on device; the files "
+                                          r"already in .* were left as they were"):
+        write_report(result, tmp_path)
+    monkeypatch.undo()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert json.loads(earlier["json"].read_text()) == {"rmse": 1.0}
+    # A folder where a plot should go is found before anything is written.
+    (tmp_path / "calibration.png").mkdir()
+    with pytest.raises(OutputError, match=r"calibration\.png: it is a folder"):
+        write_report(result, tmp_path)
+    assert json.loads(earlier["json"].read_text()) == {"rmse": 1.0}
+    assert not list(tmp_path.glob(".staging-*"))

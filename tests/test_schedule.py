@@ -7,6 +7,7 @@ files are checked on hand-made tables.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import json
@@ -306,6 +307,17 @@ def test_schedule_files_round_trip(forecast, tmp_path, suffix, ids):
         assert len(records) == 6 and records[0]["asset_id"] == ids[0]
         assert records[2]["rul_q90"] is None  # NaN is written as null
     assert not list(path.parent.glob(".*.tmp"))  # atomic: no temporary left behind
+
+
+def test_schedule_csv_defuses_spreadsheet_formulas(forecast, tmp_path):
+    ids = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "pump=7", "\tx"]
+    table = schedule(forecast.assign(asset_id=ids), lead_time=10)
+    path = write_schedule(table, tmp_path / "schedule.csv")
+    with path.open(newline="") as f:
+        written = [row["asset_id"] for row in csv.DictReader(f)]
+    assert sorted(written) == sorted(["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)",
+                                      "pump=7", "'\tx"])
+    assert sorted(table.asset_id) == sorted(ids)  # the table itself is left as it was
 
 
 def test_schedule_file_suffix_is_checked(forecast, tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ import pytest
 
 from rul.forecaster import Forecaster, default_model_path
 from rul.loaders import load_cmapss
-from tests.service_helpers import Receiver, ServiceProcess
+from tests.service_helpers import API_KEY, Receiver, ServiceProcess
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +212,76 @@ def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecas
         assert answer["model"] == "cmapss-fd003" and answer["model_version"] == fd003.version
         assert answer["rul"] == pytest.approx(float(fd003.predict_windows(window[None]).rul[0]),
                                               abs=1e-3)
+        # An asset switched between models whose features differ: readings sent under FD001's
+        # model lack two of FD003's sensors, so switching back must be refused while they sit
+        # in the newest window, not fail each later reading.
+        fd001 = Forecaster.load(folder / "cmapss-fd001.onnx")
+        path = "/v1/assets/switched"
+        for cycle in (1, 10):
+            row = {"cycle": cycle, **rows[cycle]}
+            assert server.request("POST", f"{path}/readings", {
+                "readings": [row], "model": "cmapss-fd003"}).status == 200
+        assert server.request("PUT", path, {"model": "cmapss-fd001"}).status == 200
+        gap = {"cycle": 5, **{f: rows[5][f] for f in fd001.features}}
+        assert server.request("POST", f"{path}/readings", {"readings": [gap]}).status == 200
+        refused = server.request("PUT", path, {"model": "cmapss-fd003"})
+        assert refused.status == 409, refused.body
+        assert "cycle 5 lacks ['sensor_6', 'sensor_10']" in refused.json()["error"]["message"]
+        assert server.request("GET", path).json()["model"] == "cmapss-fd001"
+        row = {"cycle": 11, **{f: rows[11][f] for f in fd001.features}}
+        assert server.request("POST", f"{path}/readings", {"readings": [row]}).status == 200
     finally:
         server.stop()
     assert list(scratch.glob("rul-metrics-*")) == []  # the metrics folder goes with the server
+
+
+def _raw(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """Send bytes as they are (no HTTP client to tidy them up); the status and JSON body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_stalled_and_malformed_requests_and_a_worker_exit(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"  # where the server makes its metrics folder
+    scratch.mkdir()
+    server = ServiceProcess(tmp_path / "s.db", env={"RUL_READ_TIMEOUT": "1",
+                                                    "TMPDIR": str(scratch)}).start()
+    key = f"X-API-Key: {API_KEY}\r\n".encode()
+    try:
+        # A body that stops arriving: 408 after RUL_READ_TIMEOUT, the worker free again.
+        started = time.time()
+        status, body = _raw(server.port, b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n" + key
+                            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                            + b'{"readings": [')
+        assert (status, body["error"]["field"]) == (408, "body")
+        assert "RUL_READ_TIMEOUT" in body["error"]["message"] and time.time() - started < 10
+        # Requests gunicorn cannot parse get the API's JSON error shape, with gunicorn's status.
+        chunked = (b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n" + key
+                   + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        for data, expected in ((chunked, 400), (b"NOT HTTP AT ALL\r\n\r\n", 400),
+                               (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)):
+            status, body = _raw(server.port, data)
+            assert status == expected and body["error"]["status"] == expected, body
+            assert body["error"]["message"]
+        # A worker that exits (a restart, a timeout) leaves through the code that started the
+        # server: the master, and the metrics folder the workers share, must outlive it.
+        victim = server.worker_pids()[0]
+        os.kill(victim, signal.SIGTERM)
+        deadline = time.time() + 30
+        while victim in server.worker_pids() or len(server.worker_pids()) < 2:
+            assert time.time() < deadline, "the worker was not replaced"
+            time.sleep(0.1)
+        assert server.process.poll() is None
+        assert len(list(scratch.glob("rul-metrics-*"))) == 1
+        for _ in range(4):  # both workers, old and new
+            assert server.request("GET", "/metrics").status == 200
+            assert server.request("GET", "/v1/ready").status == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output()

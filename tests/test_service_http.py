@@ -88,6 +88,12 @@ def test_health_is_open_and_everything_else_needs_a_key(server: ServiceProcess) 
     ready = server.request("GET", "/v1/ready").json()
     assert ready["status"] == "ready" and ready["database"] == "writable"
     assert ready["models"] == ["cmapss-fd001"]
+    # HEAD, for probes that only read the status: every read-only route, same auth, no body.
+    head = server.request("HEAD", "/v1/health", key=None)
+    assert (head.status, head.body) == (200, b"")
+    assert server.request("HEAD", "/v1/ready", key=None).status == 401
+    assert server.request("HEAD", "/v1/ready").status == 200
+    assert server.request("HEAD", "/v1/predict").status == 405
 
 
 def test_models_and_card(server: ServiceProcess, model: Forecaster) -> None:
@@ -147,7 +153,7 @@ def test_batch_json_and_npy_equal_single_predictions(server: ServiceProcess, mod
     buffer = io.BytesIO()
     np.save(buffer, windows.astype(np.float32))
     npy = server.request("POST", "/v1/predict/batch", buffer.getvalue(),
-                         headers={"Content-Type": "application/x-npy"}).json()
+                         headers={"Content-Type": "Application/X-NPY"}).json()  # any case
     for answers in (batch["predictions"], npy["predictions"]):
         got = np.array([a["rul"] for a in answers])
         np.testing.assert_allclose(got, expected.rul, atol=1e-3)
@@ -236,6 +242,16 @@ def test_unknown_paths_methods_and_queries(server: ServiceProcess) -> None:
         "query.limit"
     assert error_of(server.request("GET", "/v1/assets?colour=red"), 400)["field"] == \
         "query.colour"
+    # A parameter given twice is refused; a comma is part of the value (ids may hold one).
+    for path, field in (("/v1/assets?after=a&after=b", "query.after"),
+                        ("/v1/alerts?asset_id=a&asset_id=b", "query.asset_id"),
+                        ("/v1/report?format=csv&format=html", "query.format")):
+        assert error_of(server.request("GET", path), 400)["field"] == field
+    assert server.request("GET", "/v1/alerts?asset_id=a,b").status == 200
+    assert server.request("GET", "/v1/assets?after=a,b").status == 200
+    # Percent-escapes that are not UTF-8 would all decode to one asset id: refused.
+    for path in ("/v1/assets/%FF%FE", "/v1/assets/%80%80/history"):
+        assert error_of(server.request("GET", path), 400)["field"] == "path.asset_id"
 
 
 # --------------------------------------------------------------------------- streaming

@@ -35,6 +35,7 @@ from service.requests import (
     npy_windows,
     parse_json,
     query_int,
+    query_text,
     readings_matrix,
     threshold_value,
     window_matrix,
@@ -539,6 +540,14 @@ def test_npy_windows_refuses_pickled_object_arrays() -> None:
     assert (error.status, error.field) == (400, "body")
 
 
+def test_npy_windows_refuses_bytes_after_the_array() -> None:
+    data = npy(np.zeros((3, 4, 3), np.float32))
+    for extra in (b"\x00", data):  # a stray byte, or two arrays sent as one body
+        error = refusal(npy_windows, data + extra, 4, FEATURES, 10)
+        assert (error.status, error.field) == (400, "body")
+        assert f"holds {len(extra)} bytes after its .npy array" in error.message
+
+
 def test_npy_windows_too_many_is_413() -> None:
     data = npy(np.zeros((3, 4, 3), np.float32))
     assert npy_windows(data, 4, FEATURES, 3).shape == (3, 4, 3)
@@ -568,7 +577,7 @@ def test_query_int_accepts(params: dict[str, Any], expected: int) -> None:
     assert query_int(params, "limit", 7, minimum=0, maximum=100) == expected
 
 
-@pytest.mark.parametrize("value", ["abc", "1.5", "1e3", " 5", "5 ", "0x10", "+5", ["1", "2"],
+@pytest.mark.parametrize("value", ["abc", "1.5", "1e3", " 5", "5 ", "0x10", "+5",
                                    True, "1_0", "-"])
 def test_query_int_refuses_non_integers(value: Any) -> None:
     error = refusal(query_int, {"limit": value}, "limit", 7)
@@ -613,10 +622,19 @@ def test_asset_id_value_accepts(value: Any, expected: str) -> None:
 
 
 @pytest.mark.parametrize("value", [True, False, None, 1.5, 7.0, [], {}, "", "x" * 201, "a\nb",
-                                   "tab\t", "\x00"])
+                                   "tab\t", "\x00", "\ufffd\ufffd"])
 def test_asset_id_value_refusals(value: Any) -> None:
     error = refusal(asset_id_value, value, "assets[2].asset_id")
     assert (error.status, error.field) == (400, "assets[2].asset_id")
+
+
+def test_a_query_parameter_given_twice_is_refused() -> None:
+    assert query_text({"after": "a,b"}, "after") == "a,b"
+    assert query_text({"after": ""}, "after") is None and query_text({}, "after") is None
+    error = refusal(query_text, {"after": ["a", "b"]}, "after")
+    assert (error.status, error.field) == (400, "query.after")
+    assert "given 2 times" in error.message
+    assert refusal(query_int, {"limit": ["1", "2"]}, "limit", 10).field == "query.limit"
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, None), (1, 1.0), (0.5, 0.5),

@@ -9,12 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from rul.errors import RulError
+from rul.errors import DataError, RulError
 from rul.evaluation import evaluate
 from rul.metrics import rmse
+from rul.schema import ASSET_ID
 from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
@@ -330,6 +332,17 @@ def test_a_run_that_fails_before_any_checkpoint_leaves_no_folder(sim, tmp_path: 
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train_run(sim.train, tiny_config(), out, resume=True, progress=False)
     assert out.is_dir()
+
+
+def test_a_one_row_asset_in_training_data_is_refused(sim, tmp_path: Path) -> None:
+    frame = sim.train.frame
+    first = frame[frame[ASSET_ID] == frame[ASSET_ID].iloc[0]].head(1).assign(
+        **{ASSET_ID: frame[ASSET_ID].max() + 1})
+    fleet = replace(sim.train, frame=pd.concat([frame, first], ignore_index=True))
+    with pytest.raises(DataError, match=r"asset \d+: only one row; training data are "
+                                        "run-to-failure records"):
+        train_run(fleet, tiny_config(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")

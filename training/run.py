@@ -31,6 +31,7 @@ from rul.io import atomic_write, make_folder, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction
 from rul.split import truncate_assets
+from rul.targets import check_run_to_failure
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor
 from training.config import RunConfig, TrainConfig
@@ -49,6 +50,7 @@ VALIDATION_CUTS = 10
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
               resume: bool = False, progress: bool = True) -> Path:
     """Train, select the best epoch on validation engines, calibrate, and write the run dir."""
+    check_run_to_failure(fleet)
     with flushed_denormals():
         return _train_run(fleet, config, out_dir, name=name, resume=resume, progress=progress)
 

@@ -1,0 +1,50 @@
+"""gunicorn's sync worker, answering requests it cannot parse in the API's one JSON error shape.
+
+A malformed request line, bad headers, a path over gunicorn's limit or a broken chunk never
+reach the app: gunicorn answers them itself, by default with an HTML page. This worker gives the
+same status as gunicorn would, with the body every other error of the API has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from gunicorn.http import errors
+from gunicorn.workers.sync import SyncWorker
+
+from service.errors import error_body
+
+# gunicorn's own status for the parse errors that are not a plain 400 (getattr: not every
+# gunicorn version has every class).
+_STATUS = {getattr(errors, name): status for name, status in (
+    ("LimitRequestLine", 414), ("LimitRequestHeaders", 431), ("ForbiddenProxyRequest", 403),
+    ("UnsupportedTransferCoding", 501), ("ExpectationFailed", 417),
+) if hasattr(errors, name)}
+# Parse errors that are the server's fault, not the request's: gunicorn's 500 handling.
+_NOT_THE_CLIENT = tuple(getattr(errors, name) for name in (
+    "InvalidResponseHeader", "InvalidResponseHeaderName", "ConfigurationProblem",
+) if hasattr(errors, name))
+
+
+def error_status(exc: BaseException) -> int | None:
+    """The status for a request gunicorn could not parse; None for any other error."""
+    if not isinstance(exc, errors.ParseException) or isinstance(exc, _NOT_THE_CLIENT):
+        return None
+    return next((status for cls, status in _STATUS.items() if isinstance(exc, cls)), 400)
+
+
+class JsonErrorWorker(SyncWorker):
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        status = error_status(exc)
+        if status is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = orjson.dumps(error_body(status, f"malformed HTTP request: {exc}"))
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        with contextlib.suppress(OSError):  # a client that is gone has nothing to be told
+            client.sendall(head.encode("latin-1") + body)
