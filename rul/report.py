@@ -161,6 +161,12 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
+def asset_ticks(ax: Any, x: np.ndarray, asset_ids: Sequence[Any]) -> None:
+    """Asset ids as x tick labels, verbatim: matplotlib would read `$...$` in an id as math
+    (and fail on ids such as `x$\\foo{$`)."""
+    ax.set_xticks(x, [str(a) for a in asset_ids], rotation=90, fontsize=7, parse_math=False)
+
+
 def _cap_line(ax: Any, result: Mapping[str, Any]) -> None:
     cap = result.get("rul_cap")
     if cap is not None:
@@ -194,7 +200,7 @@ def _plot_predicted_vs_true(result: Mapping[str, Any]) -> bytes | None:
     )
     _cap_line(ax, result)
     if order.size <= 40:  # few enough engines to name each one
-        ax.set_xticks(x, [str(a) for a in cols["asset_id"][order]], rotation=90, fontsize=7)
+        asset_ticks(ax, x, cols["asset_id"][order])
         ax.set_xlabel("test engine (asset_id), sorted by true RUL")
     else:
         ax.set_xlabel("test engines, sorted by true RUL (rank)")
@@ -221,7 +227,8 @@ def _plot_trajectory(result: Mapping[str, Any]) -> bytes | None:
     _cap_line(ax, result)
     ax.set_xlabel("cycle")
     ax.set_ylabel("RUL (cycles)")
-    ax.set_title(f"{_TITLES['trajectory']}: engine {section.get('asset_id', '?')}")
+    ax.set_title(f"{_TITLES['trajectory']}: engine {section.get('asset_id', '?')}",
+                 parse_math=False)
     ax.legend(loc="upper right", fontsize=8)
     return _png(figure)
 

@@ -28,6 +28,7 @@ from rul.report import (
     _interval_label,
     _png,
     _spans_decades,
+    asset_ticks,
     render_html,
 )
 from rul.schema import ASSET_ID
@@ -171,7 +172,7 @@ def _plot_urgent(top: pd.DataFrame, interval: Sequence[str]) -> bytes:
     wait = (top["recommended_cycle"] - top["last_cycle"]).to_numpy()
     ax.plot(x, wait, "v", color="tab:red", label="cycles to recommended maintenance")
     if len(top) <= 40:
-        ax.set_xticks(x, [str(a) for a in top[ASSET_ID]], rotation=90, fontsize=7)
+        asset_ticks(ax, x, top[ASSET_ID])
     ax.set_xlabel("asset_id, most urgent first")
     ax.set_ylabel("cycles after the last cycle")
     ax.set_title("RUL of the most urgent assets")

@@ -110,11 +110,22 @@ def backoff(attempts: int, maximum: float) -> float:
 Sender = Callable[[str, bytes, dict[str, str], float], int]
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # Following a redirect would turn the POST into a GET without the alert, and a 2xx from
+    # there would count it delivered: a 3xx is a failed delivery, retried like any other.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST `body` to `url`; the HTTP status (raises OSError for no answer at all)."""
+    """POST `body` to `url`; the HTTP status, redirects not followed (raises OSError for no
+    answer at all)."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with _OPENER.open(request, timeout=timeout) as answer:
             return int(answer.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -122,12 +133,18 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
 
 def deliver_due(store: Store, settings: Settings, *, send: Sender = post,
                 observe: Callable[[str], None] = lambda outcome: None) -> tuple[int, int]:
-    """Send every due outbox row once: (delivered, failed)."""
+    """Send due outbox rows once each (at most CLAIM_BATCH): (delivered, failed)."""
     delivered = failed = 0
     lease = 2 * settings.webhook_timeout + 5
-    with store.transaction() as conn:
-        rows = storage.claim_due(conn, storage.now(), lease, CLAIM_BATCH)
-    for row_id, alert_id, url, payload, attempts in rows:
+    for _ in range(CLAIM_BATCH):
+        # One row per claim: a lease covers one delivery. Rows claimed together would wait
+        # behind each other's slow deliveries, outlive their leases, and be claimed and sent
+        # a second time by another worker.
+        with store.transaction() as conn:
+            claimed = storage.claim_due(conn, storage.now(), lease, 1)
+        if not claimed:
+            break
+        (row_id, alert_id, url, payload, attempts), = claimed
         body = payload.encode()
         timestamp = str(int(time.time()))
         headers = {"Content-Type": "application/json", ALERT_ID_HEADER: alert_id,

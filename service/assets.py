@@ -21,6 +21,7 @@ from service.errors import ApiError, bad_request
 from service.models import ModelRegistry
 from service.predict import InferenceObserver, answers, no_observer, run_model
 from service.requests import (
+    MAX_CYCLE,
     asset_id_value,
     check_unknown_query,
     parse_json,
@@ -214,12 +215,12 @@ def history(store: Store, settings: Settings, asset_id: str, params: Mapping[str
     forecasts, oldest first, one page of `limit` cycles; `next_after_cycle` continues it."""
     asset_id = asset_id_value(asset_id, "path.asset_id")
     check_unknown_query(params, ["from_cycle", "to_cycle", "limit", "after_cycle"])
-    first = query_int(params, "from_cycle", 0)
-    last = query_int(params, "to_cycle", 2**62)
+    first = query_int(params, "from_cycle", 0, maximum=MAX_CYCLE)
+    last = query_int(params, "to_cycle", MAX_CYCLE, maximum=MAX_CYCLE)
     if last < first:
         raise bad_request(f"to_cycle ({last}) is before from_cycle ({first})", "query.to_cycle")
     limit = query_int(params, "limit", 100, minimum=1, maximum=settings.history_limit)
-    after = query_int(params, "after_cycle", None)
+    after = query_int(params, "after_cycle", None, maximum=MAX_CYCLE)
     if after is not None:
         first = max(first, after + 1)
     conn = store.connection()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import rul
+from service.requests import MAX_CYCLE
 
 _NUMBER = {"type": "number"}
 _INTEGER = {"type": "integer"}
@@ -41,9 +42,12 @@ _ERRORS = {
     401: "No API key in X-API-Key.",
     403: "The API key is not valid.",
     404: "No such model, asset or forecast.",
+    408: "The request body stopped arriving for RUL_READ_TIMEOUT seconds.",
     409: "Conflicts with stored state (a different reading for a stored cycle; another model).",
     413: "Too large: body over RUL_MAX_BODY_BYTES, or too many assets/rows per call.",
+    414: "The request line (path and query string) is over 4094 bytes.",
     422: "Readings so far outside the model's training range that its outputs are not finite.",
+    431: "The request's headers are too large.",
     503: "The database is unavailable for a moment.",
 }
 
@@ -55,7 +59,8 @@ def _responses(ok: dict[str, Any] | None, *errors: int, ok_status: int = 200,
     content = ok_content if ok_content is not None else _json(ok) if ok is not None else None
     responses[str(ok_status)] = {"description": description, **({"content": content}
                                                                  if content else {})}
-    for status in (*errors, 401, 403, 503):
+    # Any request can be refused for its size or its key, or meet a busy database.
+    for status in (*errors, 401, 403, 414, 431, 503):
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(_ref("Error"))}
     return responses
 
@@ -67,6 +72,9 @@ _ASSET_ID = {"name": "asset_id", "in": "path", "required": True,
                             "percent-encoded.",
              "schema": {"type": "string", "minLength": 1, "maxLength": 200,
                         "pattern": "^[^/\\x00-\\x1f\\x7f\\ufffd]+$"}}
+
+
+_CYCLE = {"type": "integer", "minimum": 0, "maximum": MAX_CYCLE}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -227,7 +235,7 @@ def document() -> dict[str, Any]:
         "/v1/predict": {"post": {
             "summary": "Predict one asset from a window of readings", "operationId": "predict",
             "requestBody": {"required": True, "content": _json(_ref("PredictRequest"))},
-            "responses": _responses(_ref("Prediction"), 400, 404, 413, 422)}},
+            "responses": _responses(_ref("Prediction"), 400, 404, 408, 413, 422)}},
         "/v1/predict/batch": {"post": {
             "summary": "Predict many assets (JSON), or many windows (.npy, float32 "
                        "[batch, window, n_features] in card order)",
@@ -236,7 +244,7 @@ def document() -> dict[str, Any]:
             "requestBody": {"required": True, "content": {
                 **_json(_ref("BatchRequest")),
                 "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}},
-            "responses": _responses(_ref("BatchPrediction"), 400, 404, 413, 422)}},
+            "responses": _responses(_ref("BatchPrediction"), 400, 404, 408, 413, 422)}},
         "/v1/assets": {"get": {
             "summary": "Tracked assets, by id", "operationId": "assets",
             "parameters": [limit, _query("after", _STRING, "Continue after this asset id.")],
@@ -247,20 +255,20 @@ def document() -> dict[str, Any]:
             "put": {"summary": "Configure an asset (model, alert_threshold)",
                     "operationId": "configureAsset", "parameters": [_ASSET_ID],
                     "requestBody": {"required": True, "content": _json(_ref("AssetSettings"))},
-                    "responses": _responses(_ref("Asset"), 400, 404, 409, 413)}},
+                    "responses": _responses(_ref("Asset"), 400, 404, 408, 409, 413)}},
         "/v1/assets/{asset_id}/readings": {"post": {
             "summary": "Stream readings (idempotent on asset_id, cycle); answers the forecast",
             "operationId": "postReadings", "parameters": [_ASSET_ID],
             "requestBody": {"required": True, "content": _json(_ref("ReadingsRequest"))},
-            "responses": _responses(_ref("IngestAnswer"), 400, 404, 409, 413, 422)}},
+            "responses": _responses(_ref("IngestAnswer"), 400, 404, 408, 409, 413, 422)}},
         "/v1/assets/{asset_id}/history": {"get": {
             "summary": "Readings and forecasts, oldest first, paginated",
             "operationId": "history",
             "parameters": [_ASSET_ID,
-                           _query("from_cycle", {"type": "integer", "minimum": 0}, "First."),
-                           _query("to_cycle", {"type": "integer", "minimum": 0}, "Last."),
+                           _query("from_cycle", _CYCLE, "First."),
+                           _query("to_cycle", _CYCLE, "Last."),
                            limit,
-                           _query("after_cycle", {"type": "integer", "minimum": 0},
+                           _query("after_cycle", _CYCLE,
                                   "Continue after this cycle (next_after_cycle).")],
             "responses": _responses(_ref("History"), 400, 404)}},
         "/v1/assets/{asset_id}/forecast": {"get": {

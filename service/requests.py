@@ -26,8 +26,10 @@ NPY_CONTENT_TYPE = "application/x-npy"
 JSON_CONTENT_TYPE = "application/json"
 _NUMBER = (int, float)
 _NUMBER_TYPES = frozenset(_NUMBER)
-_INTEGER_TEXT = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and no int64 overflow
-_MAX_CYCLE = 2**62
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only
+_INT64_MAX = 2**63 - 1
+MAX_CYCLE = 2**62
+"""The largest cycle stored, and so the largest a query can ask for."""
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -184,8 +186,9 @@ def query_int(params: Mapping[str, Any], name: str, default: int | None, *, mini
     if value is None:
         return default
     field = f"query.{name}"
-    if isinstance(value, list) or not _INTEGER_TEXT.fullmatch(str(value)):
-        raise bad_request(f"query parameter {name} must be an integer; got {value!r}", field)
+    if not _INTEGER_TEXT.fullmatch(str(value)) or abs(int(value)) > _INT64_MAX:
+        raise bad_request(f"query parameter {name} must be a 64-bit integer; got {value!r}",
+                          field)
     number = int(value)
     if number < minimum:
         raise bad_request(f"query parameter {name} must be >= {minimum}; got {number}", field)
@@ -269,7 +272,7 @@ def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
 
 def _cycles(cycles: list[Any], field: str) -> np.ndarray:
     for i, value in enumerate(cycles):
-        if type(value) is not int or not 0 <= value <= _MAX_CYCLE:
+        if type(value) is not int or not 0 <= value <= MAX_CYCLE:
             raise bad_request(f"{field}[{i}].cycle must be a non-negative integer; got "
                               f"{value!r}", f"{field}[{i}].cycle")
     array = np.array(cycles, dtype=np.int64)

@@ -28,7 +28,9 @@ from typing import Any
 import orjson
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 10_000
+"""How long a write waits for another's lock before the request answers 503: well inside
+gunicorn's 30 s worker timeout, so a long-locked database is a 503, never a killed worker."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (

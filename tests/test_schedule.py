@@ -396,6 +396,15 @@ def test_report_is_one_self_contained_page(forecast, tmp_path):
     assert "unexploited lifetime per maintained asset" in single.read_text()
 
 
+def test_report_shows_asset_ids_verbatim_in_its_chart(forecast, tmp_path):
+    pytest.importorskip("matplotlib")
+    # matplotlib reads $...$ as math, and fails to draw one such as this.
+    ids = ["x$\\foo{$", "$a$", "pump-3", "4", "5", "6"]
+    table = schedule(forecast.assign(asset_id=ids), lead_time=10)
+    page = write_schedule_report(table, tmp_path / "schedule.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "x$\\foo{$" in page
+
+
 # --------------------------------------------------------------------------- end to end
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -285,3 +286,25 @@ def test_stalled_and_malformed_requests_and_a_worker_exit(tmp_path: Path) -> Non
     finally:
         server.stop()
     assert "Traceback" not in server.output()
+
+
+def test_a_locked_database_is_a_503_not_a_killed_worker(
+        tmp_path: Path, engines: dict[int, list[dict]]) -> None:
+    server = ServiceProcess(tmp_path / "s.db").start()
+    body = {"readings": engines[1][:3]}
+    lock = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        workers = server.worker_pids()
+        lock.execute("BEGIN EXCLUSIVE")  # a backup or an outside tool holding the database
+        started = time.time()
+        answer = server.request("POST", "/v1/assets/locked/readings", body)
+        waited = time.time() - started
+        assert answer.status == 503, answer.body
+        assert json.loads(answer.body)["error"]["status"] == 503
+        assert "retry-after" in answer.headers and 9 < waited < 25  # the 10 s busy timeout
+        lock.execute("ROLLBACK")
+        assert server.request("POST", "/v1/assets/locked/readings", body).status == 200
+        assert sorted(server.worker_pids()) == sorted(workers)  # none was killed
+    finally:
+        lock.close()
+        server.stop()

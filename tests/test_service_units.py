@@ -13,6 +13,7 @@ import io
 import math
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from service.auth import HEADER, check_key, needs_key
 from service.errors import ApiError
 from service.predict import last_window
 from service.requests import (
+    MAX_CYCLE,
     asset_id_value,
     npy_windows,
     parse_json,
@@ -578,11 +580,20 @@ def test_query_int_accepts(params: dict[str, Any], expected: int) -> None:
 
 
 @pytest.mark.parametrize("value", ["abc", "1.5", "1e3", " 5", "5 ", "0x10", "+5",
-                                   True, "1_0", "-"])
+                                   True, "1_0", "-", str(2**63), "9" * 20])
 def test_query_int_refuses_non_integers(value: Any) -> None:
     error = refusal(query_int, {"limit": value}, "limit", 7)
     assert (error.status, error.field) == (400, "query.limit")
-    assert "must be an integer" in error.message
+    assert "must be a 64-bit integer" in error.message
+
+
+def test_query_int_takes_every_cycle_that_can_be_stored() -> None:
+    # 19 digits: a history page's next_after_cycle of 10**18 + 1 must work as after_cycle.
+    assert query_int({"c": str(10**18 + 1)}, "c", None, maximum=MAX_CYCLE) == 10**18 + 1
+    assert query_int({"c": str(MAX_CYCLE)}, "c", None, maximum=MAX_CYCLE) == MAX_CYCLE
+    assert query_int({"c": str(2**63 - 1)}, "c", None) == 2**63 - 1
+    assert "<= 4611686018427387904" in refusal(query_int, {"c": str(MAX_CYCLE + 1)}, "c", None,
+                                               maximum=MAX_CYCLE).message
 
 
 @pytest.mark.parametrize(("value", "word"), [("-1", ">= 0"), ("101", "<= 100")])
@@ -1002,6 +1013,60 @@ def test_a_leased_row_is_not_sent_by_another_round(store: Store) -> None:
     receiver = Receiver(200)
     assert alerts.deliver_due(store, settings, send=receiver) == (0, 0)
     assert receiver.calls == []
+
+
+def test_each_delivery_holds_the_lease_of_its_own_row_only(store: Store) -> None:
+    # Rows leased together would wait behind each other's slow deliveries, outlive their
+    # leases, and be sent again by another worker.
+    settings = alert_settings(webhook_urls=URLS[:1])
+    fleet = Fleet(store, settings)
+    for asset in ("p1", "p2", "p3"):
+        fleet.add(asset)
+        assert fleet.reading(asset, 0, 0.9) is not None
+    leased: list[int] = []
+
+    def receiver(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        leased.append(store.connection().execute(
+            "SELECT COUNT(*) FROM outbox WHERE lease_until > ? AND delivered_at IS NULL",
+            (storage.now(),)).fetchone()[0])
+        return 200
+
+    assert alerts.deliver_due(store, settings, send=receiver) == (3, 0)
+    assert leased == [1, 1, 1]
+
+
+def test_a_redirect_is_a_failed_delivery_not_followed() -> None:
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[str] = []
+
+    class Moved(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            seen.append("POST")
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append("GET")  # where a followed redirect would land, without the alert
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Moved)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/alerts"
+        assert alerts.post(url, b"{}", {"Content-Type": "application/json"}, 5.0) == 302
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["POST"]
 
 
 def test_without_a_secret_no_signature_header(store: Store) -> None:
