@@ -26,11 +26,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_folder_problem(path.parent, exc)}") from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
+        _write_synced(tmp, write, fd)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -39,6 +35,17 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _write_synced(path: Path | str, write: Callable[[IO[bytes]], Any], fd: int | None = None
+                  ) -> None:
+    """Write a new file (through `fd` when it is already open), on disk before it is closed,
+    readable by all."""
+    with open(path if fd is None else fd, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, 0o644)  # mkstemp makes 0600; outputs are meant to be read by others
 
 
 def write_files(folder: Path | str, files: Mapping[str, bytes], stale: tuple[str, ...] = ()
@@ -56,18 +63,18 @@ def write_files(folder: Path | str, files: Mapping[str, bytes], stale: tuple[str
     try:
         for name, data in files.items():
             try:
-                with open(staging / name, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(staging / name, 0o644)
+                _write_synced(staging / name, lambda f, data=data: f.write(data))
             except OSError as exc:
                 raise OutputError(f"cannot write {targets[name]}: {exc.strerror or exc}; the "
                                   f"files already in {folder} were left as they were") from None
-        for name, target in targets.items():
-            os.replace(staging / name, target)
-        for name in stale:
-            (folder / name).unlink(missing_ok=True)
+        try:
+            for name, target in targets.items():
+                os.replace(staging / name, target)
+            for name in stale:
+                (folder / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot move the new files into {folder}: "
+                              f"{exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return targets

@@ -187,14 +187,26 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def schedule_csv(table: pd.DataFrame) -> bytes:
-    """A schedule as CSV. Text cells that a spreadsheet would run as a formula (an asset id
-    such as `=HYPERLINK(...)`) get a leading apostrophe, as OWASP advises for CSV exports."""
-    text_columns = [c for c in table.columns if pd.api.types.is_object_dtype(table[c])
-                    or pd.api.types.is_string_dtype(table[c])]
-    safe = table.assign(**{c: table[c].map(
-        lambda v: f"'{v}" if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
-        for c in text_columns})
+    """A schedule as CSV. A text cell that a spreadsheet would run as a formula (an asset id
+    such as `=HYPERLINK(...)`), or that begins with an apostrophe, gets one leading apostrophe,
+    as OWASP advises for CSV exports; `read_schedule` takes it off again."""
+    safe = table.assign(**{c: table[c].map(_escape_cell) for c in _text_columns(table)})
     return safe.to_csv(index=False, lineterminator="\n").encode()
+
+
+def _text_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if pd.api.types.is_object_dtype(table[c])
+            or pd.api.types.is_string_dtype(table[c])]
+
+
+def _escape_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith((*_FORMULA_START, "'")):
+        return f"'{value}"
+    return value
+
+
+def _unescape_cell(value: Any) -> Any:
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
 
 
 def write_schedule(table: pd.DataFrame, out: Path | str) -> Path:
@@ -217,13 +229,14 @@ def write_schedule(table: pd.DataFrame, out: Path | str) -> Path:
 
 def read_schedule(path: Path | str) -> pd.DataFrame:
     """Read a schedule written by `write_schedule` (CSV ids that look like numbers come back as
-    numbers)."""
+    numbers; the apostrophe that `schedule_csv` puts before formula-like text is taken off)."""
     path = Path(path)
     suffix = _schedule_suffix(path)
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     if suffix == ".csv":
-        return pd.read_csv(path, **_EXACT_FLOATS)
+        table = pd.read_csv(path, **_EXACT_FLOATS)
+        return table.assign(**{c: table[c].map(_unescape_cell) for c in _text_columns(table)})
     if suffix == ".parquet":
         return pd.read_parquet(path)
     try:

@@ -109,7 +109,9 @@ def read_body(request: Any, settings: Settings) -> bytes:
     client = request.env.get("gunicorn.socket")
     if client is not None:
         # A client that stops sending mid-body would otherwise hold this (sync) worker until
-        # gunicorn kills it, and every request it was to serve next with it.
+        # gunicorn kills it, and every request it was to serve next with it. Only for the
+        # read: on the answer's sendall a timeout would cap the whole transfer.
+        blocking = client.gettimeout()
         client.settimeout(settings.read_timeout)
     try:
         if length is not None:
@@ -122,6 +124,9 @@ def read_body(request: Any, settings: Settings) -> bytes:
     except (OSError, ParseException) as exc:  # gunicorn: cut off, or a malformed chunk
         raise bad_request(f"the request body is cut off or malformed ({type(exc).__name__}: "
                           f"{exc})", "body") from None
+    finally:
+        if client is not None:
+            client.settimeout(blocking)
     if length is not None and len(data) < length:
         raise bad_request(f"the request body ended after {len(data)} of its {length} bytes "
                           "(Content-Length)", "body")

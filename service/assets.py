@@ -22,9 +22,9 @@ from service.models import ModelRegistry
 from service.predict import InferenceObserver, answers, no_observer, run_model
 from service.requests import (
     MAX_CYCLE,
-    asset_id_value,
     check_unknown_query,
     parse_json,
+    path_asset_id,
     query_int,
     query_text,
     readings_matrix,
@@ -40,7 +40,7 @@ def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, a
                     observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """Store readings `{"readings": [{"cycle": c, feature: value, ...}, ...]}` (one or many
     cycles, oldest first; `"model"` optional for a new asset) and answer the asset's forecast."""
-    asset_id = asset_id_value(asset_id, "path.asset_id")
+    asset_id = path_asset_id(asset_id)
     check_unknown_query(params, [])
     body = parse_json(data)
     if isinstance(body, list):  # a bare list of readings is accepted too
@@ -157,7 +157,7 @@ def public_forecast(forecast: dict[str, Any] | None) -> dict[str, Any] | None:
 def configure_asset(store: Store, registry: ModelRegistry, settings: Settings, asset_id: str,
                     data: bytes) -> dict[str, Any]:
     """`PUT /v1/assets/{asset_id}`: `{"model": name, "alert_threshold": p | null}`."""
-    asset_id = asset_id_value(asset_id, "path.asset_id")
+    asset_id = path_asset_id(asset_id)
     body = require_object(parse_json(data), "body", [], ["model", "alert_threshold"])
     threshold = threshold_value(body.get("alert_threshold"), "alert_threshold")
     if "model" in body:
@@ -189,7 +189,7 @@ def asset_summary(conn: Any, settings: Settings, asset_id: str) -> dict[str, Any
 
 
 def get_asset(store: Store, settings: Settings, asset_id: str) -> dict[str, Any]:
-    return asset_summary(store.connection(), settings, asset_id_value(asset_id, "path.asset_id"))
+    return asset_summary(store.connection(), settings, path_asset_id(asset_id))
 
 
 def list_assets(store: Store, settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,7 +213,7 @@ def history(store: Store, settings: Settings, asset_id: str, params: Mapping[str
             ) -> dict[str, Any]:
     """`GET /v1/assets/{id}/history?from_cycle=&to_cycle=&limit=&after_cycle=`: readings and
     forecasts, oldest first, one page of `limit` cycles; `next_after_cycle` continues it."""
-    asset_id = asset_id_value(asset_id, "path.asset_id")
+    asset_id = path_asset_id(asset_id)
     check_unknown_query(params, ["from_cycle", "to_cycle", "limit", "after_cycle"])
     first = query_int(params, "from_cycle", 0, maximum=MAX_CYCLE)
     last = query_int(params, "to_cycle", MAX_CYCLE, maximum=MAX_CYCLE)
@@ -240,7 +240,7 @@ def history(store: Store, settings: Settings, asset_id: str, params: Mapping[str
 def latest(store: Store, registry: ModelRegistry, asset_id: str, params: Mapping[str, Any]
            ) -> dict[str, Any]:
     """`GET /v1/assets/{id}/forecast`: the newest forecast (the asset's model by default)."""
-    asset_id = asset_id_value(asset_id, "path.asset_id")
+    asset_id = path_asset_id(asset_id)
     check_unknown_query(params, ["model"])
     conn = store.connection()
     asset = storage.get_asset(conn, asset_id)

@@ -231,8 +231,16 @@ def asset_id_value(value: Any, field: str) -> str:
     text = str(value)
     if not text or len(text) > 200 or not text.isprintable():
         raise bad_request(f"{field} must be 1-200 printable characters; got {text!r}", field)
+    return text
+
+
+def path_asset_id(text: str) -> str:
+    """The asset id of a path (`/v1/assets/{asset_id}/...`): as `asset_id_value`, and never
+    U+FFFD, which every percent-escape that is not UTF-8 decodes to (falcon decodes paths
+    leniently), so `%FF%FE` and `%80%80` would otherwise name one asset."""
+    field = "path.asset_id"
+    text = asset_id_value(text, field)
     if "\ufffd" in text:
-        # What a percent-escape that is not UTF-8 decodes to: two different ids would become one.
         raise bad_request(f"{field} holds U+FFFD, the stand-in for bytes that are not UTF-8 (a "
                           f"percent-escape in the path that is not UTF-8?); got {text!r}", field)
     return text

@@ -8,11 +8,13 @@ same status as gunicorn would, with the body every other error of the API has.
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from gunicorn.http import errors
+from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.sync import SyncWorker
 
 from service.errors import error_body
@@ -42,9 +44,26 @@ class JsonErrorWorker(SyncWorker):
         if status is None:
             super().handle_error(req, client, addr, exc)
             return
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        addr = addr or ("", -1)  # a unix socket has none
+        self.log.warning("Invalid request from ip=%s: %s", addr[0], exc)
         body = orjson.dumps(error_body(status, f"malformed HTTP request: {exc}"))
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+        line = f"{status} {HTTPStatus(status).phrase}"
+        head = (f"HTTP/1.1 {line}\r\nConnection: close\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        if req is None and isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName)):
+            req = getattr(exc, "req", None)  # the request parsed up to its bad header
+        if req is not None:
+            self._access_line(req, client, addr, line, len(body))
         with contextlib.suppress(OSError):  # a client that is gone has nothing to be told
             client.sendall(head.encode("latin-1") + body)
+
+    def _access_line(self, req: Any, client: Any, addr: Any, line: str, length: int) -> None:
+        """The access log's line for this answer, as gunicorn writes one for its own."""
+        try:
+            environ = default_environ(req, client, self.cfg)
+            environ.update(REMOTE_ADDR=addr[0], REMOTE_PORT=str(addr[1]))
+            answer = Response(req, client, self.cfg)
+            answer.status, answer.response_length = line, length
+            self.log.access(answer, req, environ, timedelta(0))
+        except Exception:  # a log line is never worth the worker
+            self.log.exception("could not log the answer to an invalid request")

@@ -295,7 +295,8 @@ def test_schedule_refuses_bad_arguments(forecast):
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json"])
-@pytest.mark.parametrize("ids", [[1, 2, 3, 4, 5, 6], ["a", "b", "c", "d", "e", "f"]])
+@pytest.mark.parametrize("ids", [[1, 2, 3, 4, 5, 6], ["a", "b", "c", "d", "e", "f"],
+                                 ["-7", "+A", "=x", "'q", "''", "b"]])  # escaped in CSV
 def test_schedule_files_round_trip(forecast, tmp_path, suffix, ids):
     table = schedule(forecast.assign(asset_id=ids), lead_time=10)
     path = write_schedule(table, tmp_path / "out" / f"schedule{suffix}")

@@ -36,6 +36,7 @@ from service.requests import (
     asset_id_value,
     npy_windows,
     parse_json,
+    path_asset_id,
     query_int,
     query_text,
     readings_matrix,
@@ -633,10 +634,42 @@ def test_asset_id_value_accepts(value: Any, expected: str) -> None:
 
 
 @pytest.mark.parametrize("value", [True, False, None, 1.5, 7.0, [], {}, "", "x" * 201, "a\nb",
-                                   "tab\t", "\x00", "\ufffd\ufffd"])
+                                   "tab\t", "\x00"])
 def test_asset_id_value_refusals(value: Any) -> None:
     error = refusal(asset_id_value, value, "assets[2].asset_id")
     assert (error.status, error.field) == (400, "assets[2].asset_id")
+
+
+def test_a_path_asset_id_cannot_hold_the_mark_of_bytes_that_are_not_utf8() -> None:
+    assert asset_id_value("a\ufffd", "assets[0].asset_id") == "a\ufffd"  # a body's JSON id
+    assert path_asset_id("pump-7") == "pump-7"
+    for text in ("\ufffd\ufffd", "", "a\nb"):
+        error = refusal(path_asset_id, text)
+        assert (error.status, error.field) == (400, "path.asset_id")
+
+
+def test_gunicorn_parse_errors_keep_gunicorn_s_status() -> None:
+    from gunicorn.http import errors
+
+    from service.worker import error_status
+
+    assert error_status(errors.InvalidRequestLine("x")) == 400
+    assert error_status(errors.InvalidHeaderName("Bad Header")) == 400
+    assert error_status(errors.LimitRequestLine(5000, 4094)) == 414
+    assert error_status(errors.LimitRequestHeaders("too many")) == 431
+    assert error_status(errors.UnsupportedTransferCoding("gzip")) == 501
+    # The server's own faults and anything else stay with gunicorn's handling (a 500).
+    assert error_status(errors.InvalidResponseHeader("X")) is None
+    assert error_status(SystemExit(0)) is None and error_status(ValueError()) is None
+
+
+def test_a_read_timeout_at_or_over_the_worker_timeout_is_refused() -> None:
+    from service.settings import WORKER_TIMEOUT_S
+
+    assert from_env({"RUL_READ_TIMEOUT": "29.5"}).read_timeout == 29.5
+    with pytest.raises(ConfigError, match=f"RUL_READ_TIMEOUT must be below the worker timeout "
+                                          f"of {WORKER_TIMEOUT_S} s"):
+        from_env({"RUL_READ_TIMEOUT": str(WORKER_TIMEOUT_S)})
 
 
 def test_a_query_parameter_given_twice_is_refused() -> None:
