@@ -10,10 +10,13 @@ hug would take as output transforms.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,39 +103,53 @@ def output(data: Any, request: Any = None, response: Any = None) -> bytes:
 
 def read_body(request: Any, settings: Settings) -> bytes:
     """The request body, refused with 413 beyond RUL_MAX_BODY_BYTES before it is read, with
-    408 when it stalls for RUL_READ_TIMEOUT and 400 when it is cut off or badly chunked."""
+    408 when it has not arrived within RUL_READ_TIMEOUT and 400 when it is cut off or badly
+    chunked."""
     limit = settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
         raise too_large(f"the request body is {length} bytes; at most {limit} "
                         "(RUL_MAX_BODY_BYTES)", "body")
-    client = request.env.get("gunicorn.socket")
-    if client is not None:
-        # A client that stops sending mid-body would otherwise hold this (sync) worker until
-        # gunicorn kills it, and every request it was to serve next with it. Only for the
-        # read: on the answer's sendall a timeout would cap the whole transfer.
-        blocking = client.gettimeout()
-        client.settimeout(settings.read_timeout)
     try:
-        if length is not None:
-            data = request.bounded_stream.read()
-        else:
-            data = request.stream.read(limit + 1)  # chunked: no length to check up front
+        with deadline(settings.read_timeout):
+            if length is not None:
+                data = request.bounded_stream.read()
+            else:
+                data = request.stream.read(limit + 1)  # chunked: no length to check up front
     except TimeoutError:
-        raise ApiError(408, f"the request body stalled: no bytes for {settings.read_timeout:g} "
-                       "s (RUL_READ_TIMEOUT)", "body") from None
+        raise ApiError(408, f"the request body did not arrive within "
+                       f"{settings.read_timeout:g} s (RUL_READ_TIMEOUT)", "body") from None
     except (OSError, ParseException) as exc:  # gunicorn: cut off, or a malformed chunk
         raise bad_request(f"the request body is cut off or malformed ({type(exc).__name__}: "
                           f"{exc})", "body") from None
-    finally:
-        if client is not None:
-            client.settimeout(blocking)
     if length is not None and len(data) < length:
         raise bad_request(f"the request body ended after {len(data)} of its {length} bytes "
                           "(Content-Length)", "body")
     if len(data) > limit:
         raise too_large(f"the request body is over {limit} bytes (RUL_MAX_BODY_BYTES)", "body")
     return data
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """TimeoutError in the block once `seconds` have passed. A client that stalls, or trickles
+    its body a byte at a time, would otherwise hold a sync worker until gunicorn kills it (a
+    socket timeout bounds each recv, not the whole body). By SIGALRM, so in the main thread
+    only, where gunicorn's sync worker serves requests; elsewhere the block runs unbounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"not done within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class ServiceMiddleware:

@@ -42,7 +42,7 @@ _ERRORS = {
     401: "No API key in X-API-Key.",
     403: "The API key is not valid.",
     404: "No such model, asset or forecast.",
-    408: "The request body stopped arriving for RUL_READ_TIMEOUT seconds.",
+    408: "The request body did not arrive within RUL_READ_TIMEOUT seconds.",
     409: "Conflicts with stored state (a different reading for a stored cycle; another model).",
     413: "Too large: body over RUL_MAX_BODY_BYTES, or too many assets/rows per call.",
     414: "The request line (path and query string) is over 4094 bytes.",

@@ -15,7 +15,7 @@ fail at startup with the variable's name, never at the first request.
 | RUL_ALERT_THRESHOLD | 0.5 | failure_probability at which an asset alerts (per asset too) |
 | RUL_WEBHOOK_TIMEOUT | 5 | seconds one delivery may take |
 | RUL_WEBHOOK_MAX_BACKOFF | 300 | longest wait between retries, seconds |
-| RUL_READ_TIMEOUT | 10 | seconds a request body may stall (no bytes arriving): then 408 |
+| RUL_READ_TIMEOUT | 10 | seconds a request body may take to arrive: then 408 |
 | RUL_MAX_BODY_BYTES | 33554432 | largest request body (413 above, before reading it) |
 | RUL_MAX_ASSETS | 10000 | most assets (or windows) in one batch call (413 above) |
 | RUL_MAX_ROWS | 100000 | most readings rows in one call (413 above) |
@@ -55,8 +55,8 @@ class Settings:
     webhook_timeout: float = 5.0
     webhook_max_backoff: float = 300.0
     read_timeout: float = 10.0
-    """A request body that stalls this long answers 408 and frees its worker (below
-    WORKER_TIMEOUT_S, after which gunicorn would kill the worker instead)."""
+    """A request body not in after this long (stalled, or trickled in) answers 408 and frees
+    its worker (below WORKER_TIMEOUT_S, after which gunicorn would kill the worker instead)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_assets: int = 10_000
     max_rows: int = 100_000

@@ -264,6 +264,30 @@ def test_stalled_and_malformed_requests_and_a_worker_exit(tmp_path: Path) -> Non
         assert (status, body["error"]["field"]) == (408, "body")
         assert "RUL_READ_TIMEOUT" in body["error"]["message"] and time.time() - started < 10
         assert server.request("GET", "/v1/health", timeout=5).status == 200
+        # A body trickled in a byte at a time, each byte well within any per-read timeout.
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n" + key
+                         + b"Content-Length: 100\r\n\r\n")
+            started = time.time()
+            answer = b""
+            for _ in range(50):  # 10 s of trickle, unless the server answers first
+                try:
+                    sock.sendall(b" ")
+                except OSError:  # the server answered and closed
+                    break
+                time.sleep(0.2)
+                sock.setblocking(False)
+                try:
+                    answer += sock.recv(65536)
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+                if answer:
+                    break
+            assert b" 408 " in answer.split(b"\r\n")[0], answer
+            assert time.time() - started < 5
+        assert server.request("GET", "/v1/health", timeout=5).status == 200
         # A body shorter than its Content-Length (the client closed its side): 400.
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n" + key
