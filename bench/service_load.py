@@ -110,12 +110,17 @@ def main() -> None:
         rows = [{n: float(v) for n, v in zip(names, rng.normal(500, 10, len(names)),
                                                   strict=True)}
                 for _ in range(window)]
+        if "cycle" in names:  # a model that takes the asset's age: cycles 101, 102, ...
+            for i, row in enumerate(rows):
+                row["cycle"] = 101 + i
         single = json.dumps({"readings": rows})
         batch = json.dumps({"assets": [{"asset_id": f"a{i}", "window": [
             [r[n] for n in names] for r in rows]} for i in range(args.batch)]})
         npy = io.BytesIO()
-        np.save(npy, rng.normal(500, 10, (args.npy_batch, window, len(names))).astype(
-            np.float32))
+        windows = rng.normal(500, 10, (args.npy_batch, window, len(names)))
+        if "cycle" in names:
+            windows[:, :, names.index("cycle")] = np.arange(101, 101 + window)
+        np.save(npy, windows.astype(np.float32))
         (tmp / "batch.npy").write_bytes(npy.getvalue())
 
         def script(name: str, method: str, content_type: str, body: str) -> Path:

@@ -34,6 +34,11 @@ class DataConfig:
     """Number of operating conditions for 'condition' normalisation; None discovers it."""
     max_conditions: int = 10
     """Largest number of operating conditions the discovery considers."""
+    cycle_feature: bool = False
+    """Feed each reading's `cycle` to the network beside the sensors, as the asset's age. Only
+    for fleets whose cycles count from each asset's start of service, as C-MAPSS's do (every
+    engine's record starts at cycle 1, the test engines' too): the network learns how long
+    assets live, so an asset's cycle numbers must mean the same when it is served."""
     near_constant_fraction: float = 0.95
     """A sensor is dropped when one value covers at least this fraction of the training rows
     within its operating condition (constant and near-constant sensors carry no health)."""
@@ -54,6 +59,8 @@ class DataConfig:
             value = getattr(self, name)
             _check(is_int(value), name, value, "must be an integer")
         _check(isinstance(self.padded_windows, bool), "padded_windows", self.padded_windows,
+               "must be true or false")
+        _check(isinstance(self.cycle_feature, bool), "cycle_feature", self.cycle_feature,
                "must be true or false")
         _check(is_number(self.near_constant_fraction), "near_constant_fraction",
                self.near_constant_fraction, "must be a number")

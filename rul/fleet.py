@@ -87,7 +87,8 @@ def validate_fleet(
         raise locator.error(f"missing columns {missing}; found {list(raw.columns)}")
 
     rows = check_rows(raw, [*settings, *sensors], locator)
-    frame = pd.DataFrame({ASSET_ID: rows.asset_ids, CYCLE: rows.cycles, **rows.values})
+    values = {name: column for name, column in rows.values.items() if name != CYCLE}
+    frame = pd.DataFrame({ASSET_ID: rows.asset_ids, CYCLE: rows.cycles, **values})
     if TIMESTAMP in raw.columns:
         frame.insert(2, TIMESTAMP, raw[TIMESTAMP].to_numpy())
     if rows.order is not None:  # stable by asset: cycles already increase within an asset
@@ -115,10 +116,14 @@ def check_rows(raw: pd.DataFrame, names: Sequence[str], locator: Locator) -> Che
     raw = raw.reset_index(drop=True)
     asset_ids = _asset_ids(raw[ASSET_ID], locator)
     cycles = _cycle_numbers(raw[CYCLE], asset_ids, locator)
-    values = {name: _numeric(raw[name], name, asset_ids, locator) for name in names}
+    values = {name: _numeric(raw[name], name, asset_ids, locator)
+              for name in names if name != CYCLE}
     order = _stable_asset_sort(asset_ids)
     _check_cycles(cycles, asset_ids, order, locator)
-    return CheckedRows(asset_ids, cycles.astype(np.int64, copy=False), values, order)
+    cycles = cycles.astype(np.int64, copy=False)
+    if CYCLE in names:  # a model input (the asset's age): the checked cycles, as numbers
+        values[CYCLE] = cycles.astype(np.float64)
+    return CheckedRows(asset_ids, cycles, values, order)
 
 
 def _asset_ids(column: pd.Series, locator: Locator) -> np.ndarray:

@@ -18,7 +18,7 @@ import pandas as pd
 import rul
 from rul.fleet import Fleet
 from rul.preprocessing import Preprocessing
-from rul.schema import SENSORS, SETTINGS
+from rul.schema import CYCLE, SENSORS, SETTINGS
 
 SCHEMA_VERSION = 1
 CARD_KEY = "rul.model_card"
@@ -90,5 +90,8 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def _unit(feature: str) -> dict[str, str]:
+    if feature == CYCLE:
+        return {"description": "the asset's age: cycles since its start of service, counted "
+                "as in the training data", "unit": "cycles"}
     description, unit = CMAPSS_UNITS.get(feature, (feature, "as in the training data"))
     return {"description": description, "unit": unit}

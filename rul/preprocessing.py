@@ -20,6 +20,7 @@ import numpy as np
 from rul.config import DataConfig
 from rul.errors import ConfigError
 from rul.fleet import Fleet
+from rul.schema import CYCLE
 
 # Clusters this tight (within-cluster variance / total variance of standardised settings)
 # are distinct operating regimes. C-MAPSS FD002/FD004 fall from 7e-3 at k=5 to 1.5e-6 at k=6;
@@ -39,7 +40,8 @@ class Preprocessing:
     settings: list[str]
     """Settings that assign the operating condition (empty with one condition)."""
     sensors: list[str]
-    """Selected sensors: the normalised model inputs."""
+    """The normalised model inputs: the selected sensors, then `cycle` when the run feeds the
+    asset's age (DataConfig.cycle_feature)."""
     settings_mean: list[float]
     settings_std: list[float]
     centroids: list[list[float]]
@@ -141,9 +143,13 @@ def fit_preprocessing(fleet: Fleet, config: DataConfig) -> Preprocessing:
                           + (f"; the fleet has only {rows} row{'s' * (rows != 1)}"
                              if rows < 3 else ""))
     chosen = sensors_values[:, keep]
+    sensors = [fleet.sensors[i] for i in keep]
+    if config.cycle_feature:  # the age, normalised like a sensor (its statistics barely
+        # differ between conditions, and one code path keeps the ONNX graph unchanged)
+        chosen = np.column_stack([chosen, fleet.frame[CYCLE].to_numpy(dtype=np.float64)])
+        sensors.append(CYCLE)
     mean = np.stack([chosen[condition == j].mean(axis=0) for j in range(k)])
     std = np.stack([_mean_std(chosen[condition == j])[1] for j in range(k)])
-    sensors = [fleet.sensors[i] for i in keep]
     settings = list(fleet.settings) if k > 1 else []
     return Preprocessing(
         features=[*settings, *sensors],

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from rul.schema import CYCLE
 from rul.windowing import make_windows
 from service import alerts, storage
 from service.errors import ApiError, bad_request
@@ -55,7 +56,8 @@ def ingest_readings(store: Store, registry: ModelRegistry, settings: Settings, a
                                   max_rows=settings.max_rows, cycle_required=True)
         cycles = checked.cycles.tolist()
         rows = body["readings"]
-        sent = [orjson.dumps({f: row[f] for f in forecaster.features}) for row in rows]
+        sent = [orjson.dumps({f: row[f] for f in forecaster.features if f != CYCLE})
+                for row in rows]  # the cycle is stored once, as the key
         if asset is None:
             storage.put_asset(conn, asset_id, name, None, now)
             asset = {"asset_id": asset_id, "alert_threshold": None, "alerting": False,

@@ -90,9 +90,11 @@ def _schemas() -> dict[str, Any]:
         "failure_probability": {"type": "number", "minimum": 0, "maximum": 1},
         "horizon": _NUMBER, "cycles_padded": {"type": "integer", "minimum": 0},
     }
-    reading = {"type": "object", "additionalProperties": _NUMBER,
+    reading = {"type": "object", "properties": {"cycle": {"type": "integer", "minimum": 0}},
+               "additionalProperties": _NUMBER,
                "description": "One cycle's readings keyed by the model card's feature names "
-                              "(plus 'cycle'); unknown names are refused."}
+                              "(plus 'cycle', required where the card lists it as a feature: "
+                              "the asset's age); unknown names are refused."}
     streamed = {"type": "object", "required": ["cycle"],
                 "properties": {"cycle": {"type": "integer", "minimum": 0}},
                 "additionalProperties": _NUMBER}

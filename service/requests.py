@@ -82,7 +82,10 @@ def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows:
     if not cycle_required:
         table = _plain_rows(rows, pick, len(features))
         if table is not None:
-            return Readings(_finite_matrix(table, features, field), None)
+            values = _finite_matrix(table, features, field)
+            if CYCLE in features:  # the asset's age is a model input: it gets cycle's checks
+                return Readings(values, _cycles([row[CYCLE] for row in rows], field))
+            return Readings(values, None)
     allowed = {*features, CYCLE}
     table = []
     cycles: list[Any] = []
@@ -94,8 +97,10 @@ def readings_matrix(rows: Any, features: Sequence[str], field: str, *, max_rows:
             table.append(pick(row))
         except KeyError:
             missing = [name for name in features if name not in row]
-            raise bad_request(f"{field}[{i}] lacks feature {missing[0]!r} (the model needs "
-                              f"{list(features)})", f"{field}[{i}].{missing[0]}") from None
+            why = ("the model takes the asset's age, its cycles since the start of service, as "
+                   "an input" if missing[0] == CYCLE else f"the model needs {list(features)}")
+            raise bad_request(f"{field}[{i}] lacks feature {missing[0]!r} ({why})",
+                              f"{field}[{i}].{missing[0]}") from None
         if len(row) != len(features):
             unknown = [k for k in row if k not in allowed]
             if unknown:
@@ -141,7 +146,9 @@ def window_matrix(window: Any, n_rows: int, features: Sequence[str], field: str)
             got = f"{len(row)} values" if isinstance(row, list) else _json_type(row)
             raise bad_request(f"{field}[{i}] must be a list of {len(features)} numbers in the "
                               f"order {list(features)}; got {got}", f"{field}[{i}]")
-    return _finite_matrix(window, features, field, by_position=True)
+    values = _finite_matrix(window, features, field, by_position=True)
+    _check_cycle_column(values[None], features, lambda b, r: f"{field}[{r}]")
+    return values
 
 
 def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: int
@@ -176,7 +183,25 @@ def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: 
         b, r, c = (int(i) for i in np.argwhere(bad)[0])
         raise bad_request(f"window {b}, row {r}, feature {features[c]!r} is not a finite number",
                           f"body[{b}][{r}][{c}]")
+    _check_cycle_column(array, features, lambda b, r: f"body[{b}][{r}]")
     return array
+
+
+def _check_cycle_column(windows: np.ndarray, features: Sequence[str], where: Any) -> None:
+    """Where `cycle` is a model input, each window's cycles are whole numbers >= 0 that never
+    go down (a padded window repeats its first): anything else is a column out of order."""
+    if CYCLE not in features:
+        return
+    j = list(features).index(CYCLE)
+    cycles = windows[:, :, j]
+    bad = (cycles < 0) | (cycles != np.floor(cycles))
+    bad[:, 1:] |= np.diff(cycles, axis=1) < 0
+    if bad.any():
+        b, r = (int(i) for i in np.argwhere(bad)[0])
+        field = f"{where(b, r)}[{j}]"
+        raise bad_request(f"{field}, the cycle (the asset's age, a model input), must be a whole "
+                          f"number >= 0, never below the row before; got {float(cycles[b, r]):g}"
+                          f" (are the columns in the order {list(features)}?)", field)
 
 
 def query_int(params: Mapping[str, Any], name: str, default: int | None, *, minimum: int = 0,

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from rul.schema import CYCLE
+
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 """How long a write waits for another's lock before the request answers 503: well inside
@@ -212,7 +214,7 @@ def existing_readings(conn: sqlite3.Connection, asset_id: str, first: int, last:
                       ) -> dict[int, dict[str, Any]]:
     rows = conn.execute("SELECT cycle, reading FROM readings WHERE asset_id = ? AND cycle"
                         " BETWEEN ? AND ?", (asset_id, first, last)).fetchall()
-    return {cycle: orjson.loads(reading) for cycle, reading in rows}
+    return {cycle: _reading(cycle, reading) for cycle, reading in rows}
 
 
 def insert_readings(conn: sqlite3.Connection, asset_id: str,
@@ -231,7 +233,7 @@ def readings_tail(conn: sqlite3.Connection, asset_id: str, until: int, count: in
     """The last `count` readings at or before cycle `until`, oldest first."""
     rows = conn.execute("SELECT cycle, reading FROM readings WHERE asset_id = ? AND cycle <= ?"
                         " ORDER BY cycle DESC LIMIT ?", (asset_id, until, count)).fetchall()
-    return [(cycle, orjson.loads(reading)) for cycle, reading in reversed(rows)]
+    return [(cycle, _reading(cycle, reading)) for cycle, reading in reversed(rows)]
 
 
 def readings_page(conn: sqlite3.Connection, asset_id: str, first: int, last: int, limit: int
@@ -241,6 +243,12 @@ def readings_page(conn: sqlite3.Connection, asset_id: str, first: int, last: int
                         (asset_id, first, last, limit)).fetchall()
     return [{"cycle": cycle, "received_at": received, **orjson.loads(reading)}
             for cycle, reading, received in rows]
+
+
+def _reading(cycle: int, text: str) -> dict[str, Any]:
+    """A stored reading by feature name, its cycle included: the cycle is kept once, in the
+    key, and is a feature of models that take the asset's age."""
+    return {**orjson.loads(text), CYCLE: cycle}
 
 
 # --------------------------------------------------------------------------- forecasts

@@ -94,6 +94,20 @@ def test_exported_model_scores_like_the_checkpoint(cmapss_dir, real_export) -> N
         assert from_onnx[key] == pytest.approx(from_ckpt[key], rel=1e-5, abs=1e-3), key
 
 
+def test_the_cycle_is_read_as_the_engines_age(real_export) -> None:
+    """FD001's and FD002's defaults take each reading's cycle as an input: the same sensor
+    readings at an older age leave less life."""
+    data, run, model = real_export
+    forecaster = Forecaster.load(model)
+    assert forecaster.features[-1] == "cycle"
+    assert forecaster.card["feature_units"]["cycle"]["unit"] == "cycles"
+    readings = parity_readings(data.test, forecaster.features, forecaster.window, n=256)
+    older = readings.copy()
+    older[:, :, -1] += 100
+    young, old = forecaster.predict_windows(readings), forecaster.predict_windows(older)
+    assert old.rul.mean() < young.rul.mean() - 1
+
+
 CLIENT = r'''
 import json, sys
 import numpy as np, onnxruntime as ort

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from rul.errors import DataError
+from rul.fleet import Locator, check_rows, validate_fleet
 from rul.loaders import (
     FleetColumns,
     fleet_from_dataframe,
@@ -94,6 +95,18 @@ def test_interleaved_assets_are_grouped_in_cycle_order() -> None:
     fleet = fleet_from_dataframe(frame)
     assert fleet.frame[ASSET_ID].tolist() == [1, 1, 2, 2]
     assert fleet.frame["s"].tolist() == [2.0, 4.0, 1.0, 3.0]
+
+
+def test_the_cycle_as_a_model_input_stays_whole() -> None:
+    """A model that reads the asset's age lists `cycle` among its features: the fleet's cycle
+    column keeps its integers (forecasts report it as last_cycle), and the checked rows hold
+    it as numbers beside the sensors."""
+    frame = pd.DataFrame({ASSET_ID: [2, 1, 2], CYCLE: [5, 1, 6], "s": [1.0, 2, 3]})
+    fleet = validate_fleet(frame, (), ["s", CYCLE], Locator("<test>"))
+    assert fleet.frame[CYCLE].dtype == np.int64 and fleet.frame[CYCLE].tolist() == [1, 5, 6]
+    assert fleet.frame[fleet.features].to_numpy().tolist() == [[2, 1], [1, 5], [3, 6]]
+    rows = check_rows(frame, ["s", CYCLE], Locator("<test>"))
+    assert rows.values[CYCLE].tolist() == [5.0, 1.0, 6.0] and rows.cycles.dtype == np.int64
 
 
 # --- one test per validation error: each names the place -----------------------------------

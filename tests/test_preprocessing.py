@@ -43,6 +43,22 @@ def test_conditions_are_discovered_and_normalised_per_condition(sim_multi) -> No
         np.testing.assert_allclose(x[condition == k].std(0), 1, atol=1e-2)
 
 
+def test_cycle_feature_feeds_the_age_as_the_last_normalised_input(sim_multi) -> None:
+    plain = fit_preprocessing(sim_multi.train, DataConfig())
+    pre = fit_preprocessing(sim_multi.train, DataConfig(cycle_feature=True))
+    assert pre.features == [*plain.features, "cycle"]
+    assert pre.sensors == [*plain.sensors, "cycle"] and pre.n_inputs == plain.n_inputs + 1
+    frame = sim_multi.train.frame
+    x = pre.transform_fleet(sim_multi.train)
+    np.testing.assert_array_equal(x[:, :-1], plain.transform_fleet(sim_multi.train))
+    condition = pre.condition_of(frame[pre.settings].to_numpy())
+    for k in range(pre.n_conditions):  # the age is normalised per condition like a sensor
+        age = frame["cycle"].to_numpy()[condition == k]
+        np.testing.assert_allclose(x[condition == k, -1], (age - age.mean()) / age.std(),
+                                   atol=1e-4)
+    assert Preprocessing.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
+
+
 def test_global_normalisation_can_be_forced(sim_multi) -> None:
     pre = fit_preprocessing(sim_multi.train, DataConfig(normalisation="global"))
     assert pre.n_conditions == 1
@@ -127,6 +143,7 @@ def test_normalisation_is_invariant_to_affine_sensor_units(scale: float, shift: 
     ({"validation_fraction": 1.0}, "validation_fraction must be in [0, 1)"),
     ({"windw": 3}, "unknown keys ['windw']"),
     ({"padded_windows": "yes"}, "padded_windows must be true or false, got 'yes'"),
+    ({"cycle_feature": 1}, "cycle_feature must be true or false, got 1"),
 ])
 def test_data_config_errors_name_the_field(values: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:

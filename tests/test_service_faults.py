@@ -40,8 +40,8 @@ def engines(cmapss_dir: Path, model: Forecaster) -> dict[int, list[dict]]:
     out = {}
     for engine in (1, 2, 3):
         frame = train[train.asset_id == engine]
-        out[engine] = [{"cycle": int(c), **dict(zip(model.features, map(float, row),
-                                                    strict=True))}
+        out[engine] = [{**dict(zip(model.features, map(float, row), strict=True)),
+                        "cycle": int(c)}  # whole, also where the model reads it as the age
                        for c, row in zip(frame.cycle, frame[model.features].to_numpy(),
                                          strict=True)]
     return out
@@ -80,8 +80,7 @@ def test_concurrent_ingestion_from_several_processes(tmp_path: Path,
 def test_killed_worker_under_load_the_server_keeps_answering(
         tmp_path: Path, engines: dict[int, list[dict]], model: Forecaster) -> None:
     server = ServiceProcess(tmp_path / "s.db").start()
-    body = {"readings": [{k: v for k, v in row.items() if k != "cycle"}
-                         for row in engines[1][:30]]}
+    body = {"readings": [{k: row[k] for k in model.features} for row in engines[1][:30]]}
     results: list[int] = []
     stop = threading.Event()
 
@@ -206,7 +205,8 @@ def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecas
         fd003 = Forecaster.load(folder / "cmapss-fd003.onnx")
         test = load_cmapss(cmapss_dir, "FD003").test.frame
         engine = test[test.asset_id == 1][fd003.features].to_numpy()[-fd003.window:]
-        rows = [dict(zip(fd003.features, map(float, row), strict=True)) for row in engine]
+        rows = [{f: int(v) if f == "cycle" else float(v)
+                 for f, v in zip(fd003.features, row, strict=True)} for row in engine]
         answer = server.request("POST", "/v1/predict", {"readings": rows,
                                                         "model": "cmapss-fd003"}).json()
         window = np.array([[row[f] for f in fd003.features] for row in rows], np.float32)
@@ -219,17 +219,17 @@ def test_several_models_by_name(tmp_path: Path, cmapss_dir: Path, model: Forecas
         fd001 = Forecaster.load(folder / "cmapss-fd001.onnx")
         path = "/v1/assets/switched"
         for cycle in (1, 10):
-            row = {"cycle": cycle, **rows[cycle]}
+            row = {**rows[cycle], "cycle": cycle}
             assert server.request("POST", f"{path}/readings", {
                 "readings": [row], "model": "cmapss-fd003"}).status == 200
         assert server.request("PUT", path, {"model": "cmapss-fd001"}).status == 200
-        gap = {"cycle": 5, **{f: rows[5][f] for f in fd001.features}}
+        gap = {**{f: rows[5][f] for f in fd001.features}, "cycle": 5}
         assert server.request("POST", f"{path}/readings", {"readings": [gap]}).status == 200
         refused = server.request("PUT", path, {"model": "cmapss-fd003"})
         assert refused.status == 409, refused.body
         assert "cycle 5 lacks ['sensor_6', 'sensor_10']" in refused.json()["error"]["message"]
         assert server.request("GET", path).json()["model"] == "cmapss-fd001"
-        row = {"cycle": 11, **{f: rows[11][f] for f in fd001.features}}
+        row = {**{f: rows[11][f] for f in fd001.features}, "cycle": 11}
         assert server.request("POST", f"{path}/readings", {"readings": [row]}).status == 200
     finally:
         server.stop()

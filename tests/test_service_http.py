@@ -59,7 +59,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Serv
 
 def readings(values: np.ndarray, features: list[str], first_cycle: int | None = None
              ) -> list[dict]:
-    rows = [dict(zip(features, map(float, row), strict=True)) for row in values]
+    # JSON numbers as a plant sends them: cycles (the shipped FD001 model's age input) whole.
+    rows = [{f: int(v) if f == "cycle" else float(v) for f, v in zip(features, row, strict=True)}
+            for row in values]
     if first_cycle is not None:
         for i, row in enumerate(rows):
             row["cycle"] = first_cycle + i

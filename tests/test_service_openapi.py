@@ -110,7 +110,7 @@ def fleet(server: ServiceProcess) -> Fleet:
     train = simulate_fleet(SimulationConfig(assets=2, seed=11)).train
     rows: dict[str, list[dict[str, Any]]] = {}
     for asset, frame in train.groupby("asset_id"):
-        rows[f"sim-{asset}"] = [{"cycle": int(r["cycle"]), **{f: float(r[f]) for f in features}}
+        rows[f"sim-{asset}"] = [{**{f: float(r[f]) for f in features}, "cycle": int(r["cycle"])}
                                 for r in frame.to_dict("records")]
     first, second = sorted(rows)
     # A threshold low enough that the run to failure surely alerts: /v1/alerts has an alert.
@@ -149,12 +149,20 @@ def _row(fleet: Fleet) -> st.SearchStrategy[dict[str, float]]:
 
 
 def _readings(fleet: Fleet) -> st.SearchStrategy[list[dict[str, float]]]:
-    return st.lists(_row(fleet), min_size=1, max_size=fleet.window + 5)
+    rows = st.lists(_row(fleet), min_size=1, max_size=fleet.window + 5)
+    if "cycle" not in fleet.features:
+        return rows
+    # A model that reads the asset's age needs whole, rising cycles to get past validation.
+    return rows.map(lambda drawn: [{**r, "cycle": 50 + i} for i, r in enumerate(drawn)])
 
 
 def _window(fleet: Fleet) -> st.SearchStrategy[list[list[float]]]:
     row = st.lists(_VALUE, min_size=len(fleet.features), max_size=len(fleet.features))
-    return st.lists(row, min_size=fleet.window, max_size=fleet.window)
+    window = st.lists(row, min_size=fleet.window, max_size=fleet.window)
+    if "cycle" not in fleet.features:
+        return window
+    j = fleet.features.index("cycle")
+    return window.map(lambda drawn: [[*r[:j], 50.0 + i, *r[j + 1:]] for i, r in enumerate(drawn)])
 
 
 def _history(fleet: Fleet) -> st.SearchStrategy[dict[str, Any]]:
@@ -202,7 +210,7 @@ def _streamed(fleet: Fleet) -> st.SearchStrategy[dict[str, Any]]:
 
     def number(start: int, steps: list[int], rows: list[dict[str, float]]) -> list[dict[str, Any]]:
         cycles = np.cumsum([start, *steps]).tolist()
-        return [{"cycle": c, **r} for c, r in zip(cycles, rows, strict=False)]
+        return [{**r, "cycle": c} for c, r in zip(cycles, rows, strict=False)]
 
     readings = st.builds(number, st.integers(0, 250), st.lists(st.integers(1, 3), max_size=40),
                          st.lists(_row(fleet), min_size=1, max_size=20))

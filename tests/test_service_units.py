@@ -460,6 +460,40 @@ def test_readings_matrix_refuses_a_cycle_beyond_int64() -> None:
     assert (error.status, error.field) == (400, "readings[1].cycle")
 
 
+AGED = [*FEATURES, "cycle"]  # a model that takes the asset's age as its last feature
+
+
+def test_readings_matrix_with_the_cycle_as_a_feature() -> None:
+    rows = rows_of([[1, 2, 3], [4, 5, 6]], cycles=[7, 9])
+    got = readings_matrix(rows, AGED, "readings", max_rows=10)
+    np.testing.assert_array_equal(got.values, [[1, 2, 3, 7], [4, 5, 6, 9]])
+    assert got.cycles.tolist() == [7, 9]
+    # The fast path (rows of exactly the features) checks the cycles as streaming does.
+    for cycles, index in (([7, 7], 1), ([7, 8.5], 1), ([-1, 2], 0), ([1, True], 1)):
+        error = refusal(readings_matrix, rows_of([[1, 2, 3]] * 2, cycles=cycles), AGED,
+                        "readings", max_rows=10)
+        assert (error.status, error.field) == (400, f"readings[{index}].cycle")
+    error = refusal(readings_matrix, rows_of([[1, 2, 3]]), AGED, "readings", max_rows=10)
+    assert (error.status, error.field) == (400, "readings[0].cycle")
+    assert "the asset's age" in error.message
+
+
+def test_window_and_npy_matrices_with_the_cycle_as_a_feature() -> None:
+    window = [[1, 2, 3, 5], [1, 2, 3, 5], [4, 5, 6, 6.0]]  # padded: the first cycle repeated
+    np.testing.assert_array_equal(window_matrix(window, 3, AGED, "window")[:, 3], [5, 5, 6])
+    for bad, row in (([[1, 2, 3, 5], [1, 2, 3, 4], [1, 2, 3, 6]], 1),
+                     ([[1, 2, 3, 0.5], [1, 2, 3, 1], [1, 2, 3, 2]], 0),
+                     ([[1, 2, 3, -2], [1, 2, 3, -1], [1, 2, 3, 0]], 0)):
+        error = refusal(window_matrix, bad, 3, AGED, "window")
+        assert (error.status, error.field) == (400, f"window[{row}][3]")
+        assert "columns in the order" in error.message
+    windows = np.array([window, window], dtype=np.float32)
+    assert npy_windows(npy(windows), 3, AGED, 10).shape == (2, 3, 4)
+    windows[1, 2, 3] = 4.0
+    error = refusal(npy_windows, npy(windows), 3, AGED, 10)
+    assert (error.status, error.field) == (400, "body[1][2][3]")
+
+
 def test_readings_matrix_max_rows_is_413() -> None:
     rows = rows_of([[1, 2, 3]] * 5)
     assert readings_matrix(rows, FEATURES, "readings", max_rows=5).values.shape == (5, 3)
