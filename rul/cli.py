@@ -148,7 +148,9 @@ def add_data_arguments(p: argparse.ArgumentParser, fleet_files: bool = True) -> 
     p.add_argument("--data", type=Path, help="C-MAPSS directory"
                    f"{', or a CSV/Parquet fleet file' if fleet_files else ''} "
                    "(default: $RUL_CMAPSS_DIR or ../shared/data/cmapss)")
-    p.add_argument("--subset", default="FD001", help="C-MAPSS subset: FD001..FD004, SIM, ...")
+    p.add_argument("--subset", help="C-MAPSS subset: FD001..FD004, SIM, ... (default FD001)"
+                   + ("; with a fleet file, whose defaults `train` takes (default: the generic "
+                      "ones)" if fleet_files else ""))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -173,7 +175,18 @@ def load_training_fleet(args: argparse.Namespace):
     data = args.data or default_cmapss_dir()
     if data.is_file():
         return read_fleet(data), data.stem
-    return load_cmapss(data, args.subset).train, args.subset
+    subset = args.subset or "FD001"
+    return load_cmapss(data, subset).train, subset
+
+
+def defaults_subset(args: argparse.Namespace) -> str | None:
+    """Whose defaults `train` takes: the C-MAPSS subset trained on, or for a fleet file the
+    generic ones unless --subset names a subset. A subset's defaults may promise things about
+    its data (FD001's cycles count from each engine's start of service) that a file need not
+    keep."""
+    if args.data is not None and args.data.is_file():
+        return args.subset
+    return args.subset or "FD001"
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -206,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.run import train_run
 
     fleet, name = load_training_fleet(args)
-    config = resolve_config(args.subset, backbone=args.backbone, config_file=args.config,
+    config = resolve_config(defaults_subset(args), backbone=args.backbone, config_file=args.config,
                             overrides={
                                 "data": _given(window=args.window, folds=args.folds,
                                                seed=args.seed),

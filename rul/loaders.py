@@ -167,6 +167,10 @@ def _columns_to_fleet(raw: pd.DataFrame, columns: FleetColumns, locator: Locator
                                 f"or drop them")
     else:
         sensors = [c for c in others if c not in settings]
+    named = [c for c in (*settings, *sensors) if c in reserved]
+    if named:
+        raise locator.error(f"{named[0]!r} is the asset id, cycle or timestamp column, not a "
+                            "setting or sensor", column=named[0])
     return validate_fleet(raw, settings, sensors, locator)
 
 
@@ -176,17 +180,22 @@ def _canonical_names(raw: pd.DataFrame, columns: FleetColumns, locator: Locator
     renames = {columns.asset_id: ASSET_ID, columns.cycle: CYCLE}
     if columns.timestamp:
         renames[columns.timestamp] = TIMESTAMP
-    for original in renames:
+    for original, name in renames.items():
         if original not in raw.columns:
             raise locator.error(f"missing column {original!r}; found {list(raw.columns)}")
+        if original != name and name in raw.columns:  # renaming would make two such columns
+            raise locator.error(f"column {original!r} is to be read as {name!r}, but the data "
+                                f"already has a column {name!r}; rename it", column=name)
     return raw.rename(columns=renames)
 
 
 def forecast_columns(columns: FleetColumns, features: Sequence[str]) -> list[str]:
     """The columns a forecast reads, by their names in the file: the asset id, the cycle, the
-    timestamp when one is named, and the model's features."""
+    timestamp when one is named, and the model's features (the cycle among them, where the
+    model reads the asset's age, by the file's name for it)."""
     named = [columns.asset_id, columns.cycle, *([columns.timestamp] if columns.timestamp else [])]
-    return list(dict.fromkeys([*named, *features]))
+    in_file = [columns.cycle if name == CYCLE else name for name in features]
+    return list(dict.fromkeys([*named, *in_file]))
 
 
 def require_features(present: Sequence[str], features: Sequence[str], source: str) -> None:

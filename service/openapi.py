@@ -90,13 +90,13 @@ def _schemas() -> dict[str, Any]:
         "failure_probability": {"type": "number", "minimum": 0, "maximum": 1},
         "horizon": _NUMBER, "cycles_padded": {"type": "integer", "minimum": 0},
     }
-    reading = {"type": "object", "properties": {"cycle": {"type": "integer", "minimum": 0}},
+    reading = {"type": "object", "properties": {"cycle": _CYCLE},
                "additionalProperties": _NUMBER,
                "description": "One cycle's readings keyed by the model card's feature names "
                               "(plus 'cycle', required where the card lists it as a feature: "
                               "the asset's age); unknown names are refused."}
     streamed = {"type": "object", "required": ["cycle"],
-                "properties": {"cycle": {"type": "integer", "minimum": 0}},
+                "properties": {"cycle": _CYCLE},
                 "additionalProperties": _NUMBER}
     forecast = _object({**prediction, "cycle": _INTEGER, "model": _STRING,
                         "model_version": _STRING, "created_at": _NUMBER},
@@ -145,7 +145,10 @@ def _schemas() -> dict[str, Any]:
                          "description": "Oldest first; fewer than the window are padded."},
             "window": {"type": "array", "minItems": 1,
                        "items": {"type": "array", "items": _NUMBER},
-                       "description": "Exactly `window` rows in the card's feature order."},
+                       "description": "Exactly `window` rows in the card's feature order. "
+                                      "Where the card lists 'cycle', its column holds whole "
+                                      "numbers >= 0 that rise from row to row (a padded "
+                                      "window repeats its first row)."},
             "model": _STRING,
         }),
         "Prediction": _object({**prediction, "model": _STRING, "model_version": _STRING},
@@ -240,7 +243,8 @@ def document() -> dict[str, Any]:
             "responses": _responses(_ref("Prediction"), 400, 404, 408, 413, 422)}},
         "/v1/predict/batch": {"post": {
             "summary": "Predict many assets (JSON), or many windows (.npy, float32 "
-                       "[batch, window, n_features] in card order)",
+                       "[batch, window, n_features] in card order; a 'cycle' column as in "
+                       "PredictRequest.window)",
             "operationId": "predictBatch",
             "parameters": [_query("model", _STRING, "Model for a .npy body.")],
             "requestBody": {"required": True, "content": {

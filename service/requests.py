@@ -188,20 +188,24 @@ def npy_windows(data: bytes, window: int, features: Sequence[str], max_windows: 
 
 
 def _check_cycle_column(windows: np.ndarray, features: Sequence[str], where: Any) -> None:
-    """Where `cycle` is a model input, each window's cycles are whole numbers >= 0 that never
-    go down (a padded window repeats its first): anything else is a column out of order."""
+    """Where `cycle` is a model input, each window's cycles are whole numbers >= 0 that rise
+    from row to row, but for the repeats of its first row that pad a short history: anything
+    else is a column out of order."""
     if CYCLE not in features:
         return
     j = list(features).index(CYCLE)
     cycles = windows[:, :, j]
     bad = (cycles < 0) | (cycles != np.floor(cycles))
-    bad[:, 1:] |= np.diff(cycles, axis=1) < 0
+    step = np.diff(cycles, axis=1)
+    risen = np.logical_or.accumulate(step > 0, axis=1)  # past the padding at this step
+    bad[:, 1:] |= (step < 0) | ((step == 0) & np.pad(risen[:, :-1], ((0, 0), (1, 0))))
     if bad.any():
         b, r = (int(i) for i in np.argwhere(bad)[0])
         field = f"{where(b, r)}[{j}]"
         raise bad_request(f"{field}, the cycle (the asset's age, a model input), must be a whole "
-                          f"number >= 0, never below the row before; got {float(cycles[b, r]):g}"
-                          f" (are the columns in the order {list(features)}?)", field)
+                          "number >= 0 above the row before (only a padded window's first rows "
+                          f"repeat); got {float(cycles[b, r]):g} (are the columns in the order "
+                          f"{list(features)}?)", field)
 
 
 def query_int(params: Mapping[str, Any], name: str, default: int | None, *, minimum: int = 0,

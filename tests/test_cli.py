@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rul.cli import main
+from rul.cli import build_parser, defaults_subset, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--max-epochs", "3", "--no-progress"]
@@ -23,6 +23,24 @@ def rul(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "rul.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_a_fleet_file_trains_with_the_generic_defaults(tmp_path: Path) -> None:
+    """FD001's defaults read the cycle as the engine's age, a promise a user's file need not
+    keep: a fleet file gets the generic defaults unless --subset names a subset."""
+    from training.config import resolve_config
+
+    fleet = tmp_path / "fleet.csv"
+    fleet.write_text("asset_id,cycle,s\n1,1,0.5\n")
+
+    def chosen(*extra: str) -> str | None:
+        return defaults_subset(build_parser().parse_args(["train", "--out", "r", *extra]))
+
+    assert chosen("--data", str(fleet)) is None
+    assert not resolve_config(None).data.cycle_feature
+    assert chosen("--data", str(fleet), "--subset", "FD003") == "FD003"
+    assert chosen("--data", str(tmp_path)) == "FD001" and chosen() == "FD001"
+    assert resolve_config("FD001").data.cycle_feature
 
 
 def test_bad_file_is_one_clear_line_and_exit_2(tmp_path: Path, capsys) -> None:

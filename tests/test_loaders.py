@@ -14,6 +14,7 @@ from rul.fleet import Locator, check_rows, validate_fleet
 from rul.loaders import (
     FleetColumns,
     fleet_from_dataframe,
+    forecast_columns,
     load_cmapss,
     read_cmapss_file,
     read_fleet,
@@ -88,6 +89,24 @@ def test_configurable_column_names_and_string_ids(tmp_path: Path) -> None:
     assert fleet.frame[ASSET_ID].tolist() == ["pump-a", "pump-b", "pump-b"]
     assert fleet.frame[CYCLE].tolist() == [1, 1, 2]
     assert fleet.features == ["load", "vibration"]
+
+
+def test_renamed_columns_may_not_clash_with_the_contract_names(tmp_path: Path) -> None:
+    # A duty-cycle sensor called "cycle" beside the file's own cycle counter "t".
+    frame = pd.DataFrame({"asset_id": [1, 1], "t": [1, 2], "cycle": [0.4, 0.5], "v": [1.0, 2]})
+    frame.to_csv(tmp_path / "plant.csv", index=False)
+    with pytest.raises(DataError) as info:
+        read_fleet(tmp_path / "plant.csv", FleetColumns(cycle="t", sensors=["cycle", "v"]))
+    assert "already has a column 'cycle'" in str(info.value)
+    with pytest.raises(DataError) as info:
+        fleet_from_dataframe(frame.drop(columns="t"), FleetColumns(sensors=["cycle", "v"]))
+    assert "'cycle' is the asset id, cycle or timestamp column" in str(info.value)
+
+
+def test_a_forecast_reads_the_age_input_by_the_files_name_for_the_cycle() -> None:
+    columns = FleetColumns(asset_id="unit", cycle="t")
+    assert forecast_columns(columns, ["s1", CYCLE]) == ["unit", "t", "s1"]
+    assert forecast_columns(FleetColumns(), ["s1", CYCLE]) == [ASSET_ID, CYCLE, "s1"]
 
 
 def test_interleaved_assets_are_grouped_in_cycle_order() -> None:

@@ -482,6 +482,7 @@ def test_window_and_npy_matrices_with_the_cycle_as_a_feature() -> None:
     window = [[1, 2, 3, 5], [1, 2, 3, 5], [4, 5, 6, 6.0]]  # padded: the first cycle repeated
     np.testing.assert_array_equal(window_matrix(window, 3, AGED, "window")[:, 3], [5, 5, 6])
     for bad, row in (([[1, 2, 3, 5], [1, 2, 3, 4], [1, 2, 3, 6]], 1),
+                     ([[1, 2, 3, 5], [1, 2, 3, 6], [1, 2, 3, 6]], 2),  # a repeat past padding
                      ([[1, 2, 3, 0.5], [1, 2, 3, 1], [1, 2, 3, 2]], 0),
                      ([[1, 2, 3, -2], [1, 2, 3, -1], [1, 2, 3, 0]], 0)):
         error = refusal(window_matrix, bad, 3, AGED, "window")
