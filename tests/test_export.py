@@ -267,16 +267,21 @@ def test_fused_cnn_members_compute_what_the_members_do() -> None:
     from training.network import RulNetwork
 
     torch.manual_seed(0)
-    network = RulNetwork(6, 20, 125, ModelConfig(hidden=8, members=4)).eval()
-    x = torch.randn(5, 20, 6)
+    network = RulNetwork(18, 20, 125, ModelConfig(hidden=8, members=4)).eval()
+    x = torch.randn(5, 20, 18)
     fused = FusedCNNMembers(list(network.members), network.rul_cap)
     with torch.no_grad():
         one_by_one = [torch.stack(parts) for parts in zip(*network.member_outputs(x),
                                                           strict=True)]
         for expected, got in zip(one_by_one, fused(x), strict=True):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
-    # The export takes the fused path only for several CNN members.
+    # 18 inputs read as 20 channels, the last two by zero weights, the network left as it was.
+    assert fused.pad_channels == 2 and fused.backbones[0].convolutions[0].in_channels == 20
+    assert network.members[0].backbone.convolutions[0].in_channels == 18
+    assert FusedCNNMembers(list(RulNetwork(15, 20, 125, ModelConfig(hidden=8)).members),
+                           125).pad_channels == 0  # under 16 channels: as they are
+    # The export takes the fused path for CNN networks, one member or several.
     assert FusedCNNMembers.applies_to(network)
-    assert not FusedCNNMembers.applies_to(RulNetwork(6, 20, 125, ModelConfig(hidden=8)))
+    assert FusedCNNMembers.applies_to(RulNetwork(6, 20, 125, ModelConfig(hidden=8)))
     assert not FusedCNNMembers.applies_to(
         RulNetwork(6, 20, 125, ModelConfig(backbone="lstm", hidden=8, members=2)))
