@@ -143,13 +143,25 @@ _VALUE = st.one_of(st.floats(min_value=-1e4, max_value=1e4),
                    st.floats(allow_nan=False, allow_infinity=False, width=32))
 
 
-def _row(fleet: Fleet) -> st.SearchStrategy[dict[str, float]]:
-    made = st.fixed_dictionaries({f: _VALUE for f in fleet.features})
-    return st.one_of(st.sampled_from(fleet.rows), made)
+def _one_made(rows: list[Any], at: int, made: Any) -> list[Any]:
+    """`rows` with the row at `at` (wrapped) replaced by `made`, when there is one."""
+    if made is not None:
+        rows = [*rows]
+        rows[at % len(rows)] = made
+    return rows
 
 
+def _row_lists(fleet: Fleet) -> list[list[float]]:
+    return [[r[f] for f in fleet.features] for r in fleet.rows]
+
+
+# Realistic rows, one of them at most made of arbitrary float32 values: a window of random
+# rows is hundreds of float draws, more than hypothesis fits in one example of a batch.
 def _readings(fleet: Fleet) -> st.SearchStrategy[list[dict[str, float]]]:
-    rows = st.lists(_row(fleet), min_size=1, max_size=fleet.window + 5)
+    made = st.one_of(st.none(), st.fixed_dictionaries({f: _VALUE for f in fleet.features}))
+    rows = st.builds(_one_made, st.lists(st.sampled_from(fleet.rows), min_size=1,
+                                         max_size=fleet.window + 5),
+                     st.integers(0, fleet.window + 4), made)
     if "cycle" not in fleet.features:
         return rows
     # A model that reads the asset's age needs whole, rising cycles to get past validation.
@@ -157,12 +169,20 @@ def _readings(fleet: Fleet) -> st.SearchStrategy[list[dict[str, float]]]:
 
 
 def _window(fleet: Fleet) -> st.SearchStrategy[list[list[float]]]:
-    row = st.lists(_VALUE, min_size=len(fleet.features), max_size=len(fleet.features))
-    window = st.lists(row, min_size=fleet.window, max_size=fleet.window)
+    made = st.one_of(st.none(), st.lists(_VALUE, min_size=len(fleet.features),
+                                         max_size=len(fleet.features)))
+    window = st.builds(_one_made, st.lists(st.sampled_from(_row_lists(fleet)),
+                                           min_size=fleet.window, max_size=fleet.window),
+                       st.integers(0, fleet.window - 1), made)
     if "cycle" not in fleet.features:
         return window
     j = fleet.features.index("cycle")
     return window.map(lambda drawn: [[*r[:j], 50.0 + i, *r[j + 1:]] for i, r in enumerate(drawn)])
+
+
+def _row(fleet: Fleet) -> st.SearchStrategy[dict[str, float]]:
+    made = st.fixed_dictionaries({f: _VALUE for f in fleet.features})
+    return st.one_of(st.sampled_from(fleet.rows), made)
 
 
 def _history(fleet: Fleet) -> st.SearchStrategy[dict[str, Any]]:
