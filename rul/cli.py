@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEFAULT_SUBSET = "FD001"
+"""The C-MAPSS subset read when --subset is not given."""
+
+
 def add_data_arguments(p: argparse.ArgumentParser, fleet_files: bool = True) -> None:
     p.add_argument("--data", type=Path, help="C-MAPSS directory"
                    f"{', or a CSV/Parquet fleet file' if fleet_files else ''} "
@@ -175,7 +179,7 @@ def load_training_fleet(args: argparse.Namespace):
     data = args.data or default_cmapss_dir()
     if data.is_file():
         return read_fleet(data), data.stem
-    subset = args.subset or "FD001"
+    subset = args.subset or DEFAULT_SUBSET
     return load_cmapss(data, subset).train, subset
 
 
@@ -186,7 +190,7 @@ def defaults_subset(args: argparse.Namespace) -> str | None:
     keep."""
     if args.data is not None and args.data.is_file():
         return args.subset
-    return args.subset or "FD001"
+    return args.subset or DEFAULT_SUBSET
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -244,7 +248,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         from rul.loaders import load_cmapss, read_fleet
 
         fleet = (read_fleet(args.data) if args.data.is_file()
-                 else load_cmapss(args.data, args.subset or "FD001").train)
+                 else load_cmapss(args.data, args.subset or DEFAULT_SUBSET).train)
     export_run(args.checkpoint, args.out, fleet)
     return 0
 
