@@ -314,6 +314,8 @@ def test_learning_rate_schedules() -> None:
     (lambda: TrainConfig(devices=0), "train.devices must be 'auto'"),
     (lambda: TrainConfig(precision="fp8"), "train.precision must be null or one of"),
     (lambda: TrainConfig(num_threads=-3), "train.num_threads must be a positive integer"),
+    (lambda: TrainConfig(ema_decay=1.0), "train.ema_decay must be null or a number in (0, 1)"),
+    (lambda: TrainConfig(ema_decay="0.9"), "train.ema_decay must be null or a number in (0, 1)"),
 ])
 def test_config_values_are_checked_with_the_field_named(config, message) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -430,6 +432,27 @@ def test_resume_continues_from_last_epoch(sim, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="already holds a run.*--resume"):
         train_run(sim.train, tiny_config(max_epochs=1), tmp_path, progress=False)
     assert (tmp_path / "history.csv").read_text().count("\n") == 5  # untouched
+
+
+def test_a_moving_average_of_the_weights_is_what_a_run_validates_and_keeps(
+        sim, tmp_path: Path) -> None:
+    train_run(sim.train, tiny_config(max_epochs=2, ema_decay=0.9), tmp_path, progress=False)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    averaged, raw = best["state_dict"], best["current_model_state"]
+    name = next(k for k in averaged if k.endswith("weight"))
+    assert not torch.equal(averaged[name], raw[name])
+    # The run's model is the average, not the weights the optimiser reached.
+    model = load_checkpoint(tmp_path).module.state_dict()
+    assert torch.equal(model[name], averaged[name])
+    # A resumed run picks the average up where it was.
+    steps = best["averaging_state"]["n_averaged"].item()
+    train_run(sim.train, tiny_config(max_epochs=3, ema_decay=0.9), tmp_path, resume=True,
+              progress=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["averaging_state"]["n_averaged"].item() > steps
+    epochs = [line.split(",")[0] for line in
+              (tmp_path / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1", "2"]
 
 
 def test_resume_refuses_a_changed_data_model_or_seed(sim, tmp_path: Path) -> None:

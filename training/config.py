@@ -84,6 +84,9 @@ class TrainConfig:
     """Weight of the pinball loss beside the RUL loss."""
     failure_weight: float = 0.2
     """Weight of the failure-probability (binary cross-entropy) loss."""
+    ema_decay: float | None = None
+    """Validate, checkpoint and ship an exponential moving average of the weights, updated
+    after every optimiser step with this decay (e.g. 0.998); None: the weights themselves."""
     seed: int = 0
     """Seed of weights, batch order and (via the data config) the asset split."""
     accelerator: str = "auto"
@@ -109,6 +112,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_number(value) or value < 0:
                 raise ConfigError(f"train.{name} must be a finite number >= 0, got {value!r}")
+        if self.ema_decay is not None and (not is_number(self.ema_decay)
+                                           or not 0.0 < self.ema_decay < 1.0):
+            raise ConfigError(f"train.ema_decay must be null or a number in (0, 1), got "
+                              f"{self.ema_decay!r}")
         if not is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"train.seed must be an integer >= 0, got {self.seed!r}")
         if self.accelerator not in ACCELERATORS:

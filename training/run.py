@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -150,8 +150,12 @@ def fit_network(datamodule: RulDataModule, config: RunConfig, run_dir: Path, *, 
     module = RulModule(config.to_dict(), datamodule.preprocessing.n_inputs,
                        datamodule.preprocessing.to_dict())
     t = config.train
-    trainer = build_trainer(t, run_dir, progress,
-                            [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)])
+    callbacks = [EarlyStopping(monitor="val_rmse", mode="min", patience=t.patience)]
+    if t.ema_decay is not None:
+        # Swaps the average in for validation, so early stopping and the best checkpoint
+        # judge it; checkpoints hold it as their weights (and the raw ones, to resume).
+        callbacks.append(EMAWeightAveraging(decay=t.ema_decay))
+    trainer = build_trainer(t, run_dir, progress, callbacks)
     last = run_dir / LAST
     trainer.fit(module, datamodule=datamodule,
                 ckpt_path=str(last) if resume and last.is_file() else None)
