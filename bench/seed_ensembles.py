@@ -26,7 +26,7 @@ from rul.loaders import default_cmapss_dir, load_cmapss
 from rul.split import fold_assets, truncate_assets
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig
-from training.run import VALIDATION_CUTS
+from training.run import FINISHED, VALIDATION_CUTS, network_dirs
 
 CUT_SEED = 1000
 """Cut points shared by every run, apart from the seeds the runs' own validation used."""
@@ -41,9 +41,9 @@ def out_of_fold(run: Path, train: Fleet, cuts: list[tuple[Fleet, np.ndarray]]) -
                          "cross-fitted run (folds >= 2), so every engine has a held-out network")
     ids = train.asset_ids
     answers = np.full((len(cuts), len(ids)), np.nan)
-    for k, (_, held_out) in enumerate(fold_assets(train, config.data.folds, config.data.seed)):
-        fold = run / "folds" / f"fold-{k}"
-        best = json.loads((fold / "finished.json").read_text())["best_checkpoint"]
+    folds = fold_assets(train, config.data.folds, config.data.seed)
+    for fold, (_, held_out) in zip(network_dirs(run, len(folds)), folds, strict=True):
+        best = json.loads((fold / FINISHED).read_text())["best_checkpoint"]
         network = load_checkpoint(fold / best)
         mine = np.isin(ids, held_out.asset_ids)
         for c, (truncated, _) in enumerate(cuts):
