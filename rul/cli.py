@@ -278,7 +278,8 @@ def export_run(checkpoint: Path, out: Path, fleet=None) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rul.io import dumps
 
-    result = evaluate_model(args.model, args.data, args.subset, args.labels, args.report)
+    result = evaluate_model(args.model, args.data, args.subset or DEFAULT_SUBSET, args.labels,
+                            args.report)
     if args.json:
         summary = {k: v for k, v in result.items()
                    if k not in ("per_asset", "trajectory", "calibration")}
@@ -301,9 +302,10 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     if data is not None and data.is_file():
         raise RulError(f"{data}: rul evaluate scores a C-MAPSS directory's test_{subset} against "
                        f"RUL_{subset} (or --labels); give that directory as --data")
-    dataset = load_cmapss(data or default_cmapss_dir(), subset)
+    directory = data or default_cmapss_dir()
+    dataset = load_cmapss(directory, subset)
     if dataset.test is None:
-        raise RulError(f"{data}: no test_{subset} file to evaluate on")
+        raise RulError(f"{directory}: no test_{subset} file to evaluate on")
     test_rul = (read_rul_file(labels, dataset.test.n_assets) if labels
                 else dataset.test_rul)
     if test_rul is None:
@@ -311,11 +313,14 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     result = {"subset": subset, "model": str(model), **evaluate(predictor, dataset.test,
                                                                   test_rul)}
     if report:
-        from rul.report import write_report
-        from training.run import read_history
+        import pandas as pd
 
-        run_dir = model if model.is_dir() else model.parent
-        history = read_history(run_dir / "logs") if (run_dir / "logs").is_dir() else None
+        from rul.report import write_report
+
+        # The run's history.csv, not its Lightning logs: a cross-fitted run keeps those per
+        # fold (folds/fold-k/logs) and history.csv holds them all, one fold column.
+        history_file = (model if model.is_dir() else model.parent) / "history.csv"
+        history = pd.read_csv(history_file) if history_file.is_file() else None
         write_report(result, report, history)
     return result
 

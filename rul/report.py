@@ -267,8 +267,10 @@ def _plot_training_curves(history: pd.DataFrame | None) -> bytes | None:
         return None
     if "epoch" not in history.columns:
         raise ReportError(f"history lacks column epoch; it has {', '.join(map(str, history))}")
-    # Lightning's CSV logger writes train and validation values on separate rows of one epoch;
-    # the mean per epoch (NaN skipped) merges them and is a no-op for one row per epoch.
+    # Lightning's CSV logger writes train and validation values on separate rows of one epoch,
+    # and a cross-fitted run's history has one row per fold and epoch: the mean per epoch (NaN
+    # skipped) merges both and is a no-op for one row per epoch.
+    folds = history["fold"].nunique() if "fold" in history.columns else 1
     per_epoch = history.groupby("epoch").mean(numeric_only=True).sort_index()
     series = {c: per_epoch[c].dropna() for c in ("train_loss", "val_loss", "val_rmse")
               if c in per_epoch and per_epoch[c].notna().any()}
@@ -293,7 +295,8 @@ def _plot_training_curves(history: pd.DataFrame | None) -> bytes | None:
         rmse_ax.set_ylabel("validation RMSE (cycles)")
         more_handles, more_labels = rmse_ax.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.set_title(_TITLES["training_curves"])
+    ax.set_title(_TITLES["training_curves"]
+                 + (f" (mean over the {folds} folds' networks)" if folds > 1 else ""))
     ax.legend(handles, labels, loc="upper right", fontsize=8)
     return _png(figure)
 

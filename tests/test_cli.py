@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,11 +110,38 @@ def test_train_then_evaluate_json_and_report(sim_dir: Path, tmp_path: Path) -> N
     data = load_cmapss(sim_dir, "SIM")
     direct = evaluate(load_checkpoint(run), data.test, data.test_rul)
     assert result["rmse"] == pytest.approx(direct["rmse"], rel=1e-6)
-    assert (tmp_path / "report" / "report.html").is_file()
+    # The default run is cross-fitted: its training curves come from history.csv's folds.
+    assert (tmp_path / "report" / "training_curves.png").is_file()
     shipped = rul("evaluate", "--model", str(run / "model.onnx"), "--data", str(sim_dir),
                   "--subset", "SIM", "--json")
     assert shipped.returncode == 0, shipped.stderr
     assert json.loads(shipped.stdout)["rmse"] == pytest.approx(result["rmse"], abs=1e-3)
+    checkpoint = rul("evaluate", "--model", str(run / "model.ckpt"), "--data", str(sim_dir),
+                     "--subset", "SIM", "--json")
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    assert json.loads(checkpoint.stdout)["rmse"] == pytest.approx(result["rmse"], rel=1e-6)
+
+    # Labels from elsewhere: a data directory without its RUL file needs --labels.
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for name in ("train_SIM.txt", "test_SIM.txt"):
+        shutil.copy(sim_dir / name, unlabelled / name)
+    labels = tmp_path / "elsewhere" / "labels.txt"
+    labels.parent.mkdir()
+    shutil.copy(sim_dir / "RUL_SIM.txt", labels)
+    missing = rul("evaluate", "--model", str(run), "--data", str(unlabelled), "--subset", "SIM")
+    assert missing.returncode == 2 and "give --labels RUL_SIM.txt" in missing.stderr
+    labelled = rul("evaluate", "--model", str(run), "--data", str(unlabelled), "--subset", "SIM",
+                   "--labels", str(labels), "--json")
+    assert labelled.returncode == 0, labelled.stderr
+    assert json.loads(labelled.stdout)["rmse"] == pytest.approx(result["rmse"], rel=1e-6)
+
+
+def test_evaluate_reads_fd001_when_no_subset_is_given(cmapss_dir: Path, capsys) -> None:
+    assert main(["evaluate", "--model", str(ROOT / "checkpoints" / "cmapss-fd001.onnx"),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["subset"] == "FD001" and result["n_assets"] == 100
 
 
 def test_export_refuses_a_missing_run(tmp_path: Path, capsys) -> None:

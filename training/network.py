@@ -17,8 +17,12 @@ from training.config import ModelConfig
 def ordered_quantiles(raw: torch.Tensor) -> torch.Tensor:
     """The quantile head's raw outputs [..., Q] as quantiles that never cross: the first, then
     non-negative (softplus) increments, summed along the last axis."""
-    steps = torch.cat([raw[..., :1], F.softplus(raw[..., 1:])], dim=-1)
-    return torch.cumsum(steps, dim=-1)
+    # Running adds, not torch.cumsum: CUDA's float cumsum raises under
+    # torch.use_deterministic_algorithms (which `rul train` sets) before torch 2.6.
+    quantiles = [raw[..., :1]]
+    for k in range(1, raw.shape[-1]):
+        quantiles.append(quantiles[-1] + F.softplus(raw[..., k:k + 1]))
+    return torch.cat(quantiles, dim=-1)
 
 
 class Member(nn.Module):
