@@ -118,9 +118,12 @@ def _interval_text(interval: Sequence[str]) -> str:
 
 
 def _report_summary(table: pd.DataFrame, lead_time: int | None, threshold: float | None) -> str:
+    # The service's report marks each asset by its own alert_threshold where it has one.
+    own = "alert_threshold" in table and bool((table["alert_threshold"] != threshold).any())
     parts = [f"{len(table):,} assets", f"{int(table['at_risk'].sum()):,} at risk"
-             + (f" (failure probability ≥ {_fmt(float(threshold))})" if threshold is not None
-                else "")]
+             + (f" (failure probability ≥ {_fmt(float(threshold))}"
+                + (", or the asset's own threshold" if own else "") + ")"
+                if threshold is not None else "")]
     if lead_time is not None:
         parts.append(f"lead time {lead_time} cycles")
     lower = quantile_columns(table)[:1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import logging
 import random
 import threading
@@ -87,7 +88,7 @@ def recent(store: Store, settings: Settings, params: Mapping[str, Any]) -> dict[
     limit = query_int(params, "limit", 100, minimum=1, maximum=settings.history_limit)
     conn = store.connection()
     return {"alerts": storage.list_alerts(conn, query_text(params, "asset_id"), limit),
-            "outbox": storage.outbox_counts(conn)}
+            "outbox": storage.outbox_counts(conn, settings.webhook_urls)}
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -141,7 +142,7 @@ def deliver_due(store: Store, settings: Settings, *, send: Sender = post,
         # behind each other's slow deliveries, outlive their leases, and be claimed and sent
         # a second time by another worker.
         with store.transaction() as conn:
-            claimed = storage.claim_due(conn, storage.now(), lease, 1)
+            claimed = storage.claim_due(conn, storage.now(), lease, 1, settings.webhook_urls)
         if not claimed:
             break
         (row_id, alert_id, url, payload, attempts), = claimed
@@ -155,7 +156,9 @@ def deliver_due(store: Store, settings: Settings, *, send: Sender = post,
         try:
             status = send(url, body, headers, settings.webhook_timeout)
             error = None if 200 <= status < 300 else f"HTTP {status}"
-        except (OSError, ValueError) as exc:
+        # HTTPException: a receiver that does not speak HTTP (BadStatusLine) or a URL that
+        # does not parse (InvalidURL) fails like a refused connection, with the backoff.
+        except (OSError, ValueError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
         with store.transaction() as conn:
             if error is None:
@@ -194,7 +197,7 @@ class Dispatcher(threading.Thread):
         while not self._stopping.is_set():
             try:
                 deliver_due(self.store, self.settings, observe=self.observe)
-                due = storage.next_due(self.store.connection())
+                due = storage.next_due(self.store.connection(), self.settings.webhook_urls)
             except Exception:  # the database may be busy or gone for a moment: keep going
                 log.exception("webhook delivery round failed")
                 due = None

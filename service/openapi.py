@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import rul
-from service.requests import MAX_CYCLE
+from service.requests import ASSET_ID_FORBIDDEN, ASSET_ID_MAX_LENGTH, MAX_CYCLE
 
 _NUMBER = {"type": "number"}
 _INTEGER = {"type": "integer"}
@@ -65,13 +65,14 @@ def _responses(ok: dict[str, Any] | None, *errors: int, ok_status: int = 200,
     return responses
 
 
-# What the server takes (`service.requests.asset_id_value`): 1-200 printable characters,
-# percent-encoded in the path; a '/' (even as %2F) splits the path, so no route matches it.
+# What the server takes (`service.requests.path_asset_id`), percent-encoded in the path; a '/'
+# (even as %2F) splits the path, so no route matches it.
 _ASSET_ID = {"name": "asset_id", "in": "path", "required": True,
-             "description": "1-200 printable characters except '/' and U+FFFD, "
-                            "percent-encoded.",
-             "schema": {"type": "string", "minLength": 1, "maxLength": 200,
-                        "pattern": "^[^/\\x00-\\x1f\\x7f\\ufffd]+$"}}
+             "description": f"1-{ASSET_ID_MAX_LENGTH} characters without control characters, "
+                            "invisible spaces or format characters (the pattern lists them), "
+                            "'/' or U+FFFD; percent-encoded.",
+             "schema": {"type": "string", "minLength": 1, "maxLength": ASSET_ID_MAX_LENGTH,
+                        "pattern": f"^[^/{ASSET_ID_FORBIDDEN}\\ufffd]+$"}}
 
 
 _CYCLE = {"type": "integer", "minimum": 0, "maximum": MAX_CYCLE}
@@ -198,7 +199,8 @@ def _schemas() -> dict[str, Any]:
                                   ["asset_id", *forecast["required"]]),
         "Alert": alert,
         "Alerts": _object({"alerts": {"type": "array", "items": _ref("Alert")},
-                           "outbox": _object({"pending": _INTEGER, "delivered": _INTEGER})},
+                           "outbox": _object({"pending": _INTEGER, "delivered": _INTEGER,
+                                              "held": _INTEGER})},
                           ["alerts", "outbox"]),
         "Report": _object({
             "generated_at": _NUMBER, "lead_time": _INTEGER, "threshold": _NUMBER,

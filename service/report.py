@@ -17,6 +17,7 @@ from rul.forecaster import quantile_column
 from rul.schedule import schedule, schedule_csv
 from rul.schema import ASSET_ID
 from service import storage
+from service.alerts import effective_threshold
 from service.requests import check_unknown_query, query_choice, query_int
 from service.settings import Settings
 from service.storage import Store
@@ -27,8 +28,9 @@ CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8",
 DEFAULT_LEAD_TIME = 10
 
 
-def fleet_table(store: Store) -> pd.DataFrame:
-    """One row per asset with a forecast: the columns of a batch forecast table, plus model."""
+def fleet_table(store: Store, settings: Settings) -> pd.DataFrame:
+    """One row per asset with a forecast: the columns of a batch forecast table, plus model and
+    the asset's alert_threshold (its own, else RUL_ALERT_THRESHOLD: the one its alerts use)."""
     rows = []
     for forecast in storage.latest_forecasts(store.connection()):
         row = {ASSET_ID: forecast["asset_id"], "last_cycle": forecast["cycle"],
@@ -37,10 +39,11 @@ def fleet_table(store: Store) -> pd.DataFrame:
             row[quantile_column(float(level))] = value
         row.update(failure_probability=forecast["failure_probability"],
                    cycles_padded=forecast["cycles_padded"], model=forecast["model"],
-                   model_version=forecast["model_version"])
+                   model_version=forecast["model_version"],
+                   alert_threshold=effective_threshold(forecast, settings))
         rows.append(row)
     columns = [ASSET_ID, "last_cycle", "rul", "failure_probability", "cycles_padded", "model",
-               "model_version"]
+               "model_version", "alert_threshold"]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
 
 
@@ -51,9 +54,11 @@ def fleet_report(store: Store, settings: Settings, params: Mapping[str, Any]
     fmt = query_choice(params, "format", FORMATS, "json")
     lead_time = query_int(params, "lead_time", DEFAULT_LEAD_TIME, minimum=0, maximum=10_000)
     top_n = query_int(params, "top_n", 30, minimum=1, maximum=10_000)
-    table = fleet_table(store)
+    table = fleet_table(store, settings)
     if len(table):
         table = schedule(table, lead_time=lead_time, threshold=settings.alert_threshold)
+        # At risk by each asset's own threshold, as its alerts are (schedule's is one for all).
+        table["at_risk"] = table["failure_probability"] >= table["alert_threshold"]
     else:
         table = table.assign(recommended_cycle=[], at_risk=[], risk_rank=[])
     if fmt == "csv":

@@ -254,14 +254,28 @@ def check_unknown_query(params: Mapping[str, Any], allowed: Sequence[str]) -> No
                           f"query.{unknown[0]}")
 
 
+# What an asset id may not hold: control characters (C0, DEL, C1), and the invisible ones of the
+# Basic Multilingual Plane, spaces other than the ASCII space and format characters (no-break
+# and zero-width spaces, line separators, bidi marks, the BOM), so two ids that look alike are
+# alike. Written as a regex character class that Python and ECMAScript read alike: the OpenAPI
+# document's pattern is built from it (service/openapi.py), so the two cannot drift apart, and
+# unlike str.isprintable it does not change with the interpreter's Unicode version.
+ASSET_ID_FORBIDDEN = (r"\x00-\x1f\x7f-\xa0\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
+                      r"\u08e2\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff"
+                      r"\ufff9-\ufffb")
+ASSET_ID_MAX_LENGTH = 200
+_ASSET_ID = re.compile(f"[^{ASSET_ID_FORBIDDEN}]{{1,{ASSET_ID_MAX_LENGTH}}}")
+
+
 def asset_id_value(value: Any, field: str) -> str:
     """An asset id: a non-empty string (or an integer, as C-MAPSS unit numbers are) -> str."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise bad_request(f"{field} must be a string or an integer; got {_json_type(value)}",
                           field)
     text = str(value)
-    if not text or len(text) > 200 or not text.isprintable():
-        raise bad_request(f"{field} must be 1-200 printable characters; got {text!r}", field)
+    if _ASSET_ID.fullmatch(text) is None:
+        raise bad_request(f"{field} must be 1-{ASSET_ID_MAX_LENGTH} characters without control "
+                          f"characters or invisible spaces; got {text!r}", field)
     return text
 
 

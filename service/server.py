@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -65,11 +66,32 @@ def prepare(settings: Settings) -> Path | None:
         raise ConfigError(f"cannot serve: {problem}")
     os.environ.update(to_env(settings))
     given = os.environ.get(METRICS_DIR_ENV)
+    if given:
+        clear_metrics_dir(Path(given))
     metrics_dir = given or tempfile.mkdtemp(prefix="rul-metrics-")
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run would add up
-    Path(metrics_dir).mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     return None if given else Path(metrics_dir)
+
+
+# prometheus_client's multiprocess files: <type>_<pid>.db (gauges: gauge_<mode>_<pid>.db).
+_SAMPLE_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_[0-9]+\.db")
+
+
+def clear_metrics_dir(folder: Path) -> None:
+    """Make `folder` (RUL_METRICS_DIR) an empty samples folder: an earlier run's samples would
+    add up. Refuses (ConfigError) a folder holding anything else, which it will not delete."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cannot serve: {METRICS_DIR_ENV}={folder} is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = sorted(folder.iterdir())
+    foreign = [e.name for e in entries if not (e.is_file() and _SAMPLE_FILE.fullmatch(e.name))]
+    if foreign:
+        raise ConfigError(f"cannot serve: {METRICS_DIR_ENV}={folder} holds files that are not "
+                          f"Prometheus samples ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}); it is emptied at every "
+                          "start, so give it a folder of its own")
+    for entry in entries:
+        entry.unlink()
 
 
 def gunicorn_options(settings: Settings, *, access_log: bool = False) -> dict[str, Any]:

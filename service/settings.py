@@ -18,11 +18,11 @@ fail at startup with the variable's name, never at the first request.
 | RUL_READ_TIMEOUT | 10 | seconds a request body may take to arrive: then 408 |
 | RUL_MAX_BODY_BYTES | 33554432 | largest request body (413 above, before reading it) |
 | RUL_MAX_ASSETS | 10000 | most assets (or windows) in one batch call (413 above) |
-| RUL_MAX_ROWS | 100000 | most readings rows in one call (413 above) |
+| RUL_MAX_ROWS | 100000 | most readings rows in one JSON call, windows' rows included (413 above) |
 | RUL_HISTORY_LIMIT | 1000 | largest page of an asset's history |
 | RUL_ORT_THREADS | cores / workers | onnxruntime intra-op threads per worker |
 | RUL_HOST / RUL_PORT / RUL_WORKERS | 127.0.0.1 / 8000 / 2 | `rul serve` bind and worker count |
-| RUL_METRICS_DIR | a fresh temporary folder | Prometheus multiprocess folder (wiped at start) |
+| RUL_METRICS_DIR | a fresh temporary folder | Prometheus multiprocess folder, its own (emptied) |
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rul.errors import ConfigError
 from rul.forecaster import default_model_path
@@ -171,6 +172,22 @@ def to_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def webhook_url_problem(url: str) -> str | None:
+    """Why `url` cannot take alerts (None if it can): caught at startup, not on each delivery."""
+    if not url.startswith(("http://", "https://")):
+        return "is not an http(s) URL"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check (ValueError if it is not one)
+    except ValueError as exc:
+        return f"does not parse: {exc}"
+    if not parts.hostname:
+        return "names no host"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "holds whitespace or control characters"
+    return None
+
+
 def _checked(settings: Settings) -> Settings:
     for name in _POSITIVE:
         value = getattr(settings, name)
@@ -184,8 +201,9 @@ def _checked(settings: Settings) -> Settings:
     if not 0 < settings.port < 65536:
         raise ConfigError(f"{variable('port')} must be in 1..65535; got {settings.port}")
     for url in settings.webhook_urls:
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"RUL_WEBHOOK_URLS: {url!r} is not an http(s) URL")
+        problem = webhook_url_problem(url)
+        if problem is not None:
+            raise ConfigError(f"RUL_WEBHOOK_URLS: {url!r} {problem}")
     if settings.webhook_urls and not settings.webhook_secret:
         raise ConfigError("RUL_WEBHOOK_URLS is set but RUL_WEBHOOK_SECRET is not: alerts are "
                           "signed, so receivers can tell them from forgeries")

@@ -287,13 +287,15 @@ def forecasts_page(conn: sqlite3.Connection, asset_id: str, first: int, last: in
 
 
 def latest_forecasts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Each asset's newest forecast with the asset's own model (the fleet report)."""
+    """Each asset's newest forecast with the asset's own model (the fleet report), and the
+    asset's own alert_threshold (None: the global one)."""
     columns = ", ".join(f"f.{c}" for c in _FORECAST_COLUMNS)
     rows = conn.execute(
-        f"SELECT {columns} FROM assets a JOIN forecasts f ON f.asset_id = a.asset_id AND"
-        " f.model = a.model AND f.cycle = (SELECT max(cycle) FROM forecasts g WHERE"
-        " g.asset_id = a.asset_id AND g.model = a.model) ORDER BY a.asset_id").fetchall()
-    return [_forecast_dict(row) for row in rows]
+        f"SELECT {columns}, a.alert_threshold FROM assets a JOIN forecasts f ON"
+        " f.asset_id = a.asset_id AND f.model = a.model AND f.cycle = (SELECT max(cycle) FROM"
+        " forecasts g WHERE g.asset_id = a.asset_id AND g.model = a.model)"
+        " ORDER BY a.asset_id").fetchall()
+    return [{**_forecast_dict(row[:-1]), "alert_threshold": row[-1]} for row in rows]
 
 
 # --------------------------------------------------------------------------- alerts, outbox
@@ -326,15 +328,23 @@ def list_alerts(conn: sqlite3.Connection, asset_id: str | None, limit: int
     return [{**orjson.loads(payload), "pending_deliveries": pending} for payload, pending in rows]
 
 
-def claim_due(conn: sqlite3.Connection, now: float, lease_seconds: float, limit: int
-              ) -> list[tuple[int, str, str, str, int]]:
-    """Lease up to `limit` undelivered, due outbox rows: (id, alert_id, url, payload, attempts).
-    Call inside a transaction; a lease that expires (its worker died) frees the row again."""
+def _url_filter(urls: Sequence[str]) -> str:
+    return f"o.url IN ({', '.join('?' * len(urls))})"
+
+
+def claim_due(conn: sqlite3.Connection, now: float, lease_seconds: float, limit: int,
+              urls: Sequence[str]) -> list[tuple[int, str, str, str, int]]:
+    """Lease up to `limit` undelivered, due outbox rows for `urls` (the configured webhooks; a
+    row for any other URL is held): (id, alert_id, url, payload, attempts). Call inside a
+    transaction; a lease that expires (its worker died) frees the row again."""
+    if not urls:
+        return []
     rows = conn.execute(
         "SELECT o.id, o.alert_id, o.url, a.payload, o.attempts FROM outbox o JOIN alerts a"
         " USING (alert_id) WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ? AND"
-        " (o.lease_until IS NULL OR o.lease_until <= ?) ORDER BY o.id LIMIT ?",
-        (now, now, limit)).fetchall()
+        f" (o.lease_until IS NULL OR o.lease_until <= ?) AND {_url_filter(urls)}"
+        " ORDER BY o.id LIMIT ?",
+        (now, now, *urls, limit)).fetchall()
     conn.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?",
                      [(now + lease_seconds, row[0]) for row in rows])
     return rows
@@ -352,18 +362,25 @@ def mark_failed(conn: sqlite3.Connection, row_id: int, status: int | None, error
                  (status, error[:500], retry_at, row_id))
 
 
-def next_due(conn: sqlite3.Connection) -> float | None:
-    """When the earliest undelivered outbox row is due (None: nothing to send)."""
-    row = conn.execute("SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM outbox"
-                       " WHERE delivered_at IS NULL").fetchone()
+def next_due(conn: sqlite3.Connection, urls: Sequence[str]) -> float | None:
+    """When the earliest undelivered outbox row for `urls` is due (None: nothing to send)."""
+    if not urls:
+        return None
+    row = conn.execute("SELECT min(max(o.next_attempt_at, coalesce(o.lease_until, 0))) FROM"
+                       f" outbox o WHERE o.delivered_at IS NULL AND {_url_filter(urls)}",
+                       tuple(urls)).fetchone()
     return row[0]
 
 
-def outbox_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    pending, delivered = conn.execute(
-        "SELECT count(*) FILTER (WHERE delivered_at IS NULL),"
-        " count(*) FILTER (WHERE delivered_at IS NOT NULL) FROM outbox").fetchone()
-    return {"pending": pending, "delivered": delivered}
+def outbox_counts(conn: sqlite3.Connection, urls: Sequence[str]) -> dict[str, int]:
+    """pending and delivered rows; held: pending rows for URLs not in `urls` (not sent)."""
+    configured = _url_filter(urls) if urls else "0"
+    pending, delivered, held = conn.execute(
+        "SELECT count(*) FILTER (WHERE o.delivered_at IS NULL),"
+        " count(*) FILTER (WHERE o.delivered_at IS NOT NULL),"
+        f" count(*) FILTER (WHERE o.delivered_at IS NULL AND NOT ({configured})) FROM outbox o",
+        tuple(urls)).fetchone()
+    return {"pending": pending, "delivered": delivered, "held": held}
 
 
 def now() -> float:

@@ -2,12 +2,16 @@
 
 A malformed request line, bad headers, a path over gunicorn's limit or a broken chunk never
 reach the app: gunicorn answers them itself, by default with an HTML page. This worker gives the
-same status as gunicorn would, with the body every other error of the API has.
+same status as gunicorn would, with the body every other error of the API has. It also bounds
+how long the request line and headers may take to arrive (RUL_READ_TIMEOUT, as for the body):
+a sync worker waits on one client at a time, and one that stalled mid-headers would otherwise
+hold it until gunicorn's worker timeout killed it, and answer 500.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -19,12 +23,25 @@ from gunicorn.workers.sync import SyncWorker
 
 from service.errors import error_body
 
+
+class HeadersTimeout(errors.ParseException):
+    """The request line and headers were not all in within the read timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return (f"the request line and headers did not arrive within {self.seconds:g} s "
+                "(RUL_READ_TIMEOUT)")
+
+
 # gunicorn's own status for the parse errors that are not a plain 400 (getattr: not every
 # gunicorn version has every class).
 _STATUS = {getattr(errors, name): status for name, status in (
     ("LimitRequestLine", 414), ("LimitRequestHeaders", 431), ("ForbiddenProxyRequest", 403),
     ("UnsupportedTransferCoding", 501), ("ExpectationFailed", 417),
-) if hasattr(errors, name)}
+) if hasattr(errors, name)} | {HeadersTimeout: 408}
 # Parse errors that are the server's fault, not the request's: gunicorn's 500 handling.
 _NOT_THE_CLIENT = tuple(getattr(errors, name) for name in (
     "InvalidResponseHeader", "InvalidResponseHeaderName", "ConfigurationProblem",
@@ -39,6 +56,34 @@ def error_status(exc: BaseException) -> int | None:
 
 
 class JsonErrorWorker(SyncWorker):
+    read_timeout: float = 10.0
+
+    def init_process(self) -> None:
+        from service.settings import from_env
+
+        self.read_timeout = from_env().read_timeout  # checked by the master before forking
+        super().init_process()  # runs the worker's loop; never returns
+
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        # The deadline ends where handle_request starts (the headers are in); the app bounds
+        # the body itself (service.app.deadline). By SIGALRM: the sync worker is one thread.
+        seconds = self.read_timeout
+
+        def expire(signum: int, frame: Any) -> None:
+            raise HeadersTimeout(seconds)
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        super().handle_request(listener, req, client, addr)
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         status = error_status(exc)
         if status is None:

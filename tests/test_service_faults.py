@@ -134,7 +134,7 @@ def test_dead_receiver_and_restart_lose_no_alert(tmp_path: Path,
         assert len(raised) == 3
         time.sleep(2.0)  # several failed attempts
         pending = server.request("GET", "/v1/alerts").json()["outbox"]
-        assert pending == {"pending": 3, "delivered": 0}
+        assert pending == {"pending": 3, "delivered": 0, "held": 0}
     finally:
         server.stop()
 
@@ -151,7 +151,7 @@ def test_dead_receiver_and_restart_lose_no_alert(tmp_path: Path,
             assert headers["x-rul-alert-id"] == json.loads(body)["alert_id"]
         assert len(received) == 3
         outbox = restarted.request("GET", "/v1/alerts").json()["outbox"]
-        assert outbox == {"pending": 0, "delivered": 3}
+        assert outbox == {"pending": 0, "delivered": 3, "held": 0}
         # Streaming the same readings again raises nothing new.
         again = restarted.request("POST", "/v1/assets/engine-1/readings",
                                   {"readings": engines[1][-5:]}).json()
@@ -263,6 +263,12 @@ def test_stalled_and_malformed_requests_and_a_worker_exit(tmp_path: Path) -> Non
                             + b'{"readings": [')
         assert (status, body["error"]["field"]) == (408, "body")
         assert "RUL_READ_TIMEOUT" in body["error"]["message"] and time.time() - started < 10
+        assert server.request("GET", "/v1/health", timeout=5).status == 200
+        # Headers that stop arriving: the same 408, not gunicorn killing the worker (500).
+        started = time.time()
+        status, body = _raw(server.port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        assert status == 408 and "headers did not arrive" in body["error"]["message"]
+        assert time.time() - started < 10
         assert server.request("GET", "/v1/health", timeout=5).status == 200
         # A body trickled in a byte at a time, each byte well within any per-read timeout.
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:

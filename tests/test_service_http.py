@@ -367,6 +367,12 @@ def test_per_asset_threshold(server: ServiceProcess, receiver: Receiver, model: 
     # Cycle 158 is still below 0.5, but above this asset's own 0.01.
     assert 0.01 <= answer["forecast"]["failure_probability"] < 0.5
     assert answer["alert"] is not None and answer["alert"]["threshold"] == 0.01
+    # The report marks it at risk by the same threshold as its alert.
+    reported = {a["asset_id"]: a for a in server.request("GET", "/v1/report").json()["assets"]}
+    assert reported["engine-low"]["alert_threshold"] == 0.01
+    assert reported["engine-low"]["at_risk"] is True
+    page = server.request("GET", "/v1/report?format=html").body.decode()
+    assert "or the asset&#x27;s own threshold" in page or "or the asset's own threshold" in page
 
 
 def test_metrics_count_requests_across_workers(server: ServiceProcess) -> None:

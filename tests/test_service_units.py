@@ -8,10 +8,13 @@ and storage transactions.
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import io
 import math
 import os
+import re
+import socket
 import sqlite3
 import threading
 import time
@@ -170,7 +173,8 @@ def test_threshold_inside_zero_one_is_accepted(value: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["ftp://x.example/hook", "x.example/hook", "file:///tmp/x",
-                                 "HTTP//x"])
+                                 "HTTP//x", "http://", "https:///hook", "http://h:abc/",
+                                 "http://h:99999/", "http://[::1/hook", "http://h/a b"])
 def test_webhook_url_must_be_http(url: str) -> None:
     with pytest.raises(ConfigError, match="RUL_WEBHOOK_URLS") as caught:
         from_env({"RUL_WEBHOOK_URLS": url, "RUL_WEBHOOK_SECRET": "s"})
@@ -669,7 +673,8 @@ def test_asset_id_value_accepts(value: Any, expected: str) -> None:
 
 
 @pytest.mark.parametrize("value", [True, False, None, 1.5, 7.0, [], {}, "", "x" * 201, "a\nb",
-                                   "tab\t", "\x00"])
+                                   "tab\t", "\x00", "a\x85", "no\u00a0break", "zero\u200bwidth",
+                                   "line\u2028separator", "\ufeffbom"])
 def test_asset_id_value_refusals(value: Any) -> None:
     error = refusal(asset_id_value, value, "assets[2].asset_id")
     assert (error.status, error.field) == (400, "assets[2].asset_id")
@@ -681,6 +686,23 @@ def test_a_path_asset_id_cannot_hold_the_mark_of_bytes_that_are_not_utf8() -> No
     for text in ("\ufffd\ufffd", "", "a\nb"):
         error = refusal(path_asset_id, text)
         assert (error.status, error.field) == (400, "path.asset_id")
+
+
+def test_the_openapi_pattern_for_path_asset_ids_is_the_server_s_rule() -> None:
+    """Every character of the Basic Multilingual Plane (surrogates aside, and '/', which splits
+    the path before an id is read): the document's pattern and the server accept the same."""
+    from service.openapi import document
+
+    parameters = document()["paths"]["/v1/assets/{asset_id}/history"]["get"]["parameters"]
+    schema = next(p for p in parameters if p["name"] == "asset_id")["schema"]
+    pattern = re.compile(schema["pattern"])
+    for code in (*range(0x2F), *range(0x30, 0xD800), *range(0xE000, 0x10000)):
+        text = f"a{chr(code)}b"
+        try:
+            accepted = path_asset_id(text) == text
+        except ApiError:
+            accepted = False
+        assert accepted == bool(pattern.fullmatch(text)), hex(code)
 
 
 def test_gunicorn_parse_errors_keep_gunicorn_s_status() -> None:
@@ -1023,15 +1045,17 @@ def test_a_2xx_marks_delivered_and_is_not_sent_again(store: Store, status: int) 
     for row in fleet.outbox():
         assert row[3] == 1 and row[5] is not None and row[5] >= before
         assert row[6] == status and row[7] is None
-    assert storage.outbox_counts(store.connection()) == {"pending": 0, "delivered": 2}
-    assert storage.next_due(store.connection()) is None
+    assert storage.outbox_counts(store.connection(), URLS) == {"pending": 0, "delivered": 2,
+                                                                "held": 0}
+    assert storage.next_due(store.connection(), URLS) is None
     assert alerts.deliver_due(store, settings, send=receiver) == (0, 0)
     assert len(receiver.calls) == 2
 
 
 @pytest.mark.parametrize("answer", [500, 503, 404, 302, 100, OSError("connection refused"),
                                     ConnectionRefusedError(111, "refused"), TimeoutError("slow"),
-                                    ValueError("bad url")])
+                                    ValueError("bad url"), http.client.BadStatusLine("GARBAGE"),
+                                    http.client.InvalidURL("nonnumeric port: 'abc'")])
 def test_a_failure_schedules_a_retry(store: Store, answer: int | Exception) -> None:
     settings = alert_settings(webhook_max_backoff=300.0)
     fleet, _ = raised_alert(store, settings)
@@ -1050,7 +1074,31 @@ def test_a_failure_schedules_a_retry(store: Store, answer: int | Exception) -> N
     # Not due yet: nothing is sent again.
     assert alerts.deliver_due(store, settings, send=receiver) == (0, 0)
     assert len(receiver.calls) == 2
-    assert storage.next_due(store.connection()) >= before + 0.5
+    assert storage.next_due(store.connection(), URLS) >= before + 0.5
+
+
+def test_a_receiver_that_does_not_speak_http_is_a_failed_attempt(store: Store) -> None:
+    """The real sender against a socket that answers garbage: counted, retried with backoff."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_garbage() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"GARBAGE\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    settings = alert_settings(webhook_urls=(f"http://127.0.0.1:{port}/hook",),
+                              webhook_timeout=5.0)
+    fleet, _ = raised_alert(store, settings)
+    assert alerts.deliver_due(store, settings) == (0, 1)
+    thread.join(5)
+    attempts, next_attempt_at, delivered_at, last_status, last_error = fleet.outbox()[0][3:]
+    assert attempts == 1 and delivered_at is None and last_status is None
+    assert last_error.startswith("BadStatusLine") and next_attempt_at > time.time()
 
 
 def test_a_retry_once_due_is_sent_and_can_succeed(store: Store) -> None:
@@ -1073,11 +1121,30 @@ def test_a_retry_once_due_is_sent_and_can_succeed(store: Store) -> None:
     assert len(receiver.calls) == 3
 
 
+def test_rows_for_a_removed_url_are_held_and_sent_once_it_is_back(store: Store) -> None:
+    settings = alert_settings()
+    raised_alert(store, settings)  # queued for both URLS
+    fewer = alert_settings(webhook_urls=URLS[:1])
+    receiver = Receiver(200)
+    assert alerts.deliver_due(store, fewer, send=receiver) == (1, 0)
+    assert [call[0] for call in receiver.calls] == [URLS[0]]
+    conn = store.connection()
+    assert storage.outbox_counts(conn, fewer.webhook_urls) == {"pending": 1, "delivered": 1,
+                                                               "held": 1}
+    assert storage.next_due(conn, fewer.webhook_urls) is None  # nothing for the dispatcher
+    assert storage.next_due(conn, ()) is None
+    assert alerts.deliver_due(store, alert_settings(webhook_urls=()), send=receiver) == (0, 0)
+    # Configured again: the held row goes out, with no other.
+    assert alerts.deliver_due(store, settings, send=receiver) == (1, 0)
+    assert [call[0] for call in receiver.calls] == list(URLS)
+    assert storage.outbox_counts(conn, URLS) == {"pending": 0, "delivered": 2, "held": 0}
+
+
 def test_a_leased_row_is_not_sent_by_another_round(store: Store) -> None:
     settings = alert_settings(webhook_urls=URLS[:1])
     raised_alert(store, settings)
     with store.transaction() as conn:
-        assert len(storage.claim_due(conn, storage.now(), 60.0, 10)) == 1
+        assert len(storage.claim_due(conn, storage.now(), 60.0, 10, URLS)) == 1
     receiver = Receiver(200)
     assert alerts.deliver_due(store, settings, send=receiver) == (0, 0)
     assert receiver.calls == []
@@ -1250,3 +1317,26 @@ def test_initialise_refuses_a_newer_schema(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="newer"):
         store.initialise()
     store.close()
+
+
+def test_the_metrics_folder_is_emptied_of_samples_only(tmp_path: Path) -> None:
+    from service.server import clear_metrics_dir
+
+    samples = tmp_path / "metrics"
+    samples.mkdir()
+    for name in ("counter_12.db", "histogram_12.db", "gauge_livesum_7.db"):
+        (samples / name).write_bytes(b"\0" * 8)
+    clear_metrics_dir(samples)
+    assert list(samples.iterdir()) == []
+    clear_metrics_dir(tmp_path / "new" / "folder")  # made where missing
+    assert (tmp_path / "new" / "folder").is_dir()
+    # A folder shared with anything else (the database, say) is refused, and left as it was.
+    shared = tmp_path / "data"
+    shared.mkdir()
+    (shared / "service.db").write_bytes(b"keep")
+    (shared / "counter_3.db").write_bytes(b"\0")
+    with pytest.raises(ConfigError, match="service.db.*folder of its own"):
+        clear_metrics_dir(shared)
+    assert sorted(p.name for p in shared.iterdir()) == ["counter_3.db", "service.db"]
+    with pytest.raises(ConfigError, match="is not a folder"):
+        clear_metrics_dir(shared / "service.db")

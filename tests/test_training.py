@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rul.errors import DataError, RulError
+from rul.errors import ConfigError, DataError, RulError
 from rul.evaluation import evaluate
 from rul.metrics import rmse
 from rul.schema import ASSET_ID
@@ -513,3 +513,17 @@ def test_loaders_fetch_whole_batches_equal_to_windows_cut_one_by_one(sim) -> Non
                                               module.preprocessing.n_inputs)}
     assert len(batches) == len(module.train_set) // 64
     assert sum(len(b[0]) for b in module.val_dataloader()) == len(module.val_set)
+
+
+def test_tensorboard_logging_needs_its_package(tmp_path: Path) -> None:
+    import importlib.util
+
+    from training.run import loggers
+
+    installed = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
+    if installed:
+        assert len(loggers(tmp_path, "tensorboard")) == 2
+    else:
+        with pytest.raises(ConfigError, match=r"pip install 'rul\[tensorboard\]'"):
+            loggers(tmp_path, "tensorboard")
+    assert len(loggers(tmp_path, "csv")) == 1
