@@ -8,6 +8,7 @@ checkpoints/ each) and writes the same files at the top, model.ckpt holding all 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Iterator
@@ -356,5 +357,9 @@ def loggers(out_dir: Path, kind: str) -> list:
     if kind == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
 
+        if not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+            # Checked here, before training starts: Lightning would fail on its first log.
+            raise ConfigError("train.logger is 'tensorboard' but the tensorboard package is not "
+                              "installed: pip install 'rul[tensorboard]' (or use --logger csv)")
         chosen.append(TensorBoardLogger(out_dir, name="tensorboard"))
     return chosen
