@@ -302,6 +302,10 @@ def alpha_lambda_accuracy(
     Returns {lambda: bool}, or None for a lambda whose t_lambda falls after the last
     prediction (a truncated trajectory): no prediction was made then, and judging an older one
     in its place would flatter or punish the model for the wrong time.
+
+    `true_rul` is not capped, so a model trained on RUL capped at C cannot be accurate where
+    the true RUL exceeds C / (1 - alpha): early lambdas mostly measure the cap
+    (docs/ACCURACY.md, "Prognostic metrics along the test trajectories").
     """
     _check_alpha(alpha)
     cyc, truth, pred, t_eol = _trajectory(cycles, true_rul, pred_rul)
