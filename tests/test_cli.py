@@ -218,3 +218,16 @@ def test_forecast_on_a_local_dask_cluster_equals_one_process(sim, tmp_path: Path
     assert local.returncode == 0, local.stderr
     assert dask.returncode == 0, dask.stderr
     assert (tmp_path / "one.csv").read_text() == (tmp_path / "dask.csv").read_text()
+
+
+def test_train_from_a_csv_fleet_file(sim, tmp_path: Path, capsys) -> None:
+    fleet = tmp_path / "fleet.csv"
+    sim.train.frame.to_csv(fleet, index=False)
+    (tmp_path / "small.yaml").write_text("data:\n  folds: 1\nmodel:\n  hidden: 16\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(fleet), "--out", str(run), "--max-epochs", "2",
+                 "--config", str(tmp_path / "small.yaml"), "--no-progress"]) == 0
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["training_data"]["n_assets"] == sim.train.n_assets
+    assert card["features"] == [c for c in card["features"] if c in sim.train.frame.columns]
+    assert (run / "model.ckpt").is_file() and "validation engines" in capsys.readouterr().out

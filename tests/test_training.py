@@ -527,3 +527,20 @@ def test_tensorboard_logging_needs_its_package(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"pip install 'rul\[tensorboard\]'"):
             loggers(tmp_path, "tensorboard")
     assert len(loggers(tmp_path, "csv")) == 1
+
+
+def test_a_seed_gives_the_same_run_twice(sim, tmp_path: Path) -> None:
+    """Deterministic seeds: the same seed trains the same weights and metrics; another does not."""
+    def run(seed: int, name: str) -> tuple[dict, dict]:
+        config = merge(tiny_config(max_epochs=2, seed=seed), {"data": {"seed": seed}})
+        out = train_run(sim.train, config, tmp_path / name, progress=False)
+        state = torch.load(out / "model.ckpt", weights_only=True)["state_dict"]
+        return state, json.loads((out / "metrics.json").read_text())
+
+    first, first_metrics = run(0, "a")
+    again, again_metrics = run(0, "b")
+    other, _ = run(1, "c")
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert first_metrics == again_metrics
+    assert not all(torch.equal(first[k], other[k]) for k in first)
