@@ -8,6 +8,7 @@ alert path is driven by real data and the real model, and a real receiver checks
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 from pathlib import Path
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 SECRET = "webhook-secret"
 MAX_ASSETS = 5
+MAX_ROWS = 250  # above the 150 rows one call below streams, below 5 windows of 60
 MAX_BODY = 300_000
 
 
@@ -52,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Serv
     server = ServiceProcess(db, env={
         "RUL_WEBHOOK_URLS": receiver.url, "RUL_WEBHOOK_SECRET": SECRET,
         "RUL_MAX_ASSETS": str(MAX_ASSETS), "RUL_MAX_BODY_BYTES": str(MAX_BODY),
-        "RUL_HISTORY_LIMIT": "50"}).start()
+        "RUL_MAX_ROWS": str(MAX_ROWS), "RUL_HISTORY_LIMIT": "50"}).start()
     yield server
     server.stop()
 
@@ -224,6 +226,25 @@ def test_limits_answer_413(server: ServiceProcess, model: Forecaster,
     # Refused from the Content-Length header, before the body is read.
     huge = b'{"readings": [' + b" " * MAX_BODY + b"]}"
     assert error_of(server.request("POST", "/v1/predict", huge), 413)["field"] == "body"
+    # Chunked, with no Content-Length: refused once the limit is passed.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/predict", body=iter([b'{"readings": ['] + [b" " * 65536] * (
+            MAX_BODY // 65536 + 1) + [b"]}"]), encode_chunked=True,
+            headers={"X-API-Key": API_KEY, "Content-Type": "application/json",
+                     "Transfer-Encoding": "chunked"})
+        answer = conn.getresponse()
+        assert answer.status == 413 and json.loads(answer.read())["error"]["field"] == "body"
+    finally:
+        conn.close()
+    # Too many rows of readings, in one asset's call or across a batch's windows.
+    row = dict(zip(model.features, map(float, engine[0]), strict=True))
+    many = {"readings": [row] * (MAX_ROWS + 1)}
+    assert error_of(server.request("POST", "/v1/predict", many), 413)["field"] == "readings"
+    windows = {"assets": [{"asset_id": i, "window": window} for i in range(MAX_ASSETS)]}
+    refused = error_of(server.request("POST", "/v1/predict/batch", windows), 413)
+    assert refused["field"] == f"assets[{MAX_ROWS // model.window}]"
+    assert "RUL_MAX_ROWS" in refused["message"]
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((MAX_ASSETS + 1, model.window, len(model.features)), np.float32))
     assert error_of(server.request("POST", "/v1/predict/batch", buffer.getvalue(),
