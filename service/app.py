@@ -10,13 +10,10 @@ hug would take as output transforms.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +28,7 @@ from service.models import ModelRegistry, list_models, model_card
 from service.requests import NPY_CONTENT_TYPE, check_unknown_query, query_text
 from service.settings import Settings, from_env
 from service.storage import StorageError, Store
+from service.timeouts import deadline
 
 log = logging.getLogger("rul.service")
 
@@ -128,28 +126,6 @@ def read_body(request: Any, settings: Settings) -> bytes:
     if len(data) > limit:
         raise too_large(f"the request body is over {limit} bytes (RUL_MAX_BODY_BYTES)", "body")
     return data
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """TimeoutError in the block once `seconds` have passed. A client that stalls, or trickles
-    its body a byte at a time, would otherwise hold a sync worker until gunicorn kills it (a
-    socket timeout bounds each recv, not the whole body). By SIGALRM, so in the main thread
-    only, where gunicorn's sync worker serves requests; elsewhere the block runs unbounded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"not done within {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class ServiceMiddleware:

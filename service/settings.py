@@ -15,7 +15,7 @@ fail at startup with the variable's name, never at the first request.
 | RUL_ALERT_THRESHOLD | 0.5 | failure_probability at which an asset alerts (per asset too) |
 | RUL_WEBHOOK_TIMEOUT | 5 | seconds one delivery may take |
 | RUL_WEBHOOK_MAX_BACKOFF | 300 | longest wait between retries, seconds |
-| RUL_READ_TIMEOUT | 10 | seconds a request body may take to arrive: then 408 |
+| RUL_READ_TIMEOUT | 10 | seconds the headers, then the body, may take to arrive: then 408 |
 | RUL_MAX_BODY_BYTES | 33554432 | largest request body (413 above, before reading it) |
 | RUL_MAX_ASSETS | 10000 | most assets (or windows) in one batch call (413 above) |
 | RUL_MAX_ROWS | 100000 | most readings rows in one JSON call, windows' rows included (413 above) |

@@ -11,7 +11,6 @@ hold it until gunicorn's worker timeout killed it, and answer 500.
 from __future__ import annotations
 
 import contextlib
-import signal
 from datetime import timedelta
 from http import HTTPStatus
 from typing import Any
@@ -22,6 +21,7 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.sync import SyncWorker
 
 from service.errors import error_body
+from service.timeouts import cancel_deadline, deadline
 
 
 class HeadersTimeout(errors.ParseException):
@@ -65,23 +65,12 @@ class JsonErrorWorker(SyncWorker):
         super().init_process()  # runs the worker's loop; never returns
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
-        # The deadline ends where handle_request starts (the headers are in); the app bounds
-        # the body itself (service.app.deadline). By SIGALRM: the sync worker is one thread.
         seconds = self.read_timeout
-
-        def expire(signum: int, frame: Any) -> None:
-            raise HeadersTimeout(seconds)
-
-        previous = signal.signal(signal.SIGALRM, expire)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
+        with deadline(seconds, lambda: HeadersTimeout(seconds)):
             super().handle(listener, client, addr)
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
 
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        cancel_deadline()  # the headers are in; the app bounds the body (service.app.read_body)
         super().handle_request(listener, req, client, addr)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
