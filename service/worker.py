@@ -56,7 +56,7 @@ def error_status(exc: BaseException) -> int | None:
 
 
 class JsonErrorWorker(SyncWorker):
-    read_timeout: float = 10.0
+    read_timeout: float  # set by init_process, from RUL_READ_TIMEOUT
 
     def init_process(self) -> None:
         from service.settings import from_env
