@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,13 +19,14 @@ import numpy as np
 import onnx
 import torch
 
+from export.card import embed_card, install_model
 from export.graph import ExportModel
 from rul.errors import RulError
 from rul.fleet import Fleet
-from rul.forecaster import INPUT, OUTPUTS, Forecaster, file_sha256, sidecar_path
-from rul.io import atomic_write, dumps, make_folder
+from rul.forecaster import INPUT, OUTPUTS, Forecaster, sidecar_path
+from rul.io import atomic_write, make_folder
 from rul.loaders import read_fleet
-from rul.model_card import CARD_KEY, library_versions
+from rul.model_card import library_versions
 from rul.predictor import Prediction
 from rul.windowing import make_windows
 from training.checkpoint import CheckpointPredictor, load_checkpoint, resolve_checkpoint
@@ -63,14 +63,7 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
     try:
         write_onnx(predictor, card, tmp)
         parity = parity_check(predictor, Forecaster.load(tmp), parity_readings)
-        text = dumps({**card, "sha256": file_sha256(tmp)})
-        # The sidecar first: if it cannot be written, no model file appears without its card.
-        atomic_write(sidecar_path(out), lambda f: f.write(text.encode() + b"\n"))
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            sidecar_path(out).unlink(missing_ok=True)
-            raise
+        install_model(tmp, card, out)
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(out, sidecar_path(out), parity)
@@ -80,8 +73,7 @@ def write_onnx(predictor: CheckpointPredictor, card: dict[str, Any], path: Path)
     """Trace the raw-readings model with a dynamic batch axis; weights inside the one file."""
     model = ExportModel(predictor.preprocessing, predictor.network)
     proto = trace(model, torch.zeros(2, predictor.window, len(predictor.features)))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CARD_KEY, json.dumps(card, allow_nan=False)
+    embed_card(proto, card)
     proto.doc_string = f"rul model {card.get('name', '')}: raw readings -> RUL, quantiles, P(fail)"
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, lambda f: f.write(proto.SerializeToString()))

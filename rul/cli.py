@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=Path, help="RUL file (default: the subset's RUL_ file)")
     p.add_argument("--report", type=Path, help="write a report (HTML, Markdown, plots) here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--record", action="store_true", help="write the test metrics into the "
+                   "model file's card (metrics.test, with the test data's fingerprint)")
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("forecast", help="forecast a fleet file into a ranked maintenance "
@@ -278,17 +280,28 @@ def export_run(checkpoint: Path, out: Path, fleet=None) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rul.io import dumps
 
+    if args.record and args.model.suffix != ".onnx":
+        raise RulError(f"{args.model}: --record writes into a model file's card; give an "
+                       ".onnx file (`rul export` makes one from a run)")
     result = evaluate_model(args.model, args.data, args.subset or DEFAULT_SUBSET, args.labels,
                             args.report)
+    summary = {k: v for k, v in result.items()
+               if k not in ("per_asset", "trajectory", "calibration", "test_data", "labels")}
     if args.json:
-        summary = {k: v for k, v in result.items()
-                   if k not in ("per_asset", "trajectory", "calibration")}
         print(dumps(summary))
     else:
         print_metrics(result)
+    where = sys.stderr if args.json else sys.stdout  # keep --json output one object
     if args.report:
-        where = sys.stderr if args.json else sys.stdout  # keep --json output one object
         print(f"report: {args.report / 'report.html'}", file=where)
+    if args.record:
+        from export.card import evaluation_record, record_test_metrics
+
+        metrics = {k: v for k, v in summary.items() if k != "model"}
+        record_test_metrics(args.model, evaluation_record(
+            metrics, data=result["test_data"], labels=result["labels"]))
+        print(f"recorded the test metrics in {args.model} and its card "
+              f"{args.model.with_suffix('.json').name}", file=where)
     return 0
 
 
@@ -297,6 +310,7 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
     """Load a model and a labelled test set, score it, and optionally write the report."""
     from rul.evaluation import evaluate
     from rul.loaders import default_cmapss_dir, load_cmapss, read_rul_file
+    from rul.model_card import fleet_fingerprint
 
     predictor = load_predictor(model)
     if data is not None and data.is_file():
@@ -310,8 +324,10 @@ def evaluate_model(model: Path, data: Path | None, subset: str, labels: Path | N
                 else dataset.test_rul)
     if test_rul is None:
         raise RulError(f"no labels for {subset}: give --labels RUL_{subset}.txt")
-    result = {"subset": subset, "model": str(model), **evaluate(predictor, dataset.test,
-                                                                  test_rul)}
+    result = {"subset": subset, "model": str(model),
+              "test_data": fleet_fingerprint(dataset.test),
+              "labels": labels or dataset.test_rul_source,
+              **evaluate(predictor, dataset.test, test_rul)}
     if report:
         import pandas as pd
 

@@ -43,6 +43,8 @@ class CmapssSubset:
     """Trajectories that stop before failure; None when the directory has no test file."""
     test_rul: np.ndarray | None
     """True RUL after each test asset's last cycle, in asset order; None without a RUL file."""
+    test_rul_source: Path | None = None
+    """The RUL file `test_rul` was read from."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def load_cmapss(directory: Path | str, subset: str) -> CmapssSubset:
     if rul_path is not None and test is None:
         raise DataError(f"labels without a test_{subset} file", file=str(rul_path))
     test_rul = read_rul_file(rul_path, test.n_assets) if rul_path and test else None
-    return CmapssSubset(subset, train, test, test_rul)
+    return CmapssSubset(subset, train, test, test_rul, rul_path if test_rul is not None else None)
 
 
 def read_cmapss_file(path: Path | str) -> Fleet:

@@ -13,6 +13,7 @@ for subset in FD001 FD002 FD003 FD004; do
   "$rul" train --subset "$subset" --out "runs/checkpoints/$name" --no-progress
   "$rul" export --checkpoint "runs/checkpoints/$name" --out "checkpoints/$name.onnx"
   if [ -f "${RUL_CMAPSS_DIR:-../shared/data/cmapss}/RUL_$subset.txt" ]; then
-    "$rul" evaluate --model "checkpoints/$name.onnx" --subset "$subset"
+    # The test metrics go into the card (metrics.test) where the labels exist.
+    "$rul" evaluate --model "checkpoints/$name.onnx" --subset "$subset" --record
   fi
 done

@@ -142,6 +142,13 @@ def test_evaluate_reads_fd001_when_no_subset_is_given(cmapss_dir: Path, capsys) 
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["subset"] == "FD001" and result["n_assets"] == 100
+    # The shipped card's recorded test metrics are what this evaluation measures now.
+    from rul.forecaster import Forecaster, file_sha256
+
+    recorded = Forecaster.load(ROOT / "checkpoints" / "cmapss-fd001.onnx").card["metrics"]["test"]
+    for key in ("rmse", "score", "f1", "coverage", "prognostic_horizon"):
+        assert recorded[key] == pytest.approx(result[key], rel=1e-6), key
+    assert recorded["labels"]["sha256"] == file_sha256(cmapss_dir / "RUL_FD001.txt")
 
 
 def test_export_refuses_a_missing_run(tmp_path: Path, capsys) -> None:

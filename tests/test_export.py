@@ -259,6 +259,50 @@ def test_a_bad_run_card_or_parity_fleet_is_named(sim, sim_model: Path, tmp_path:
         parity_readings(fleet, features, 30)
 
 
+def test_recorded_test_metrics_travel_in_both_cards(sim, sim_dir: Path, sim_model: Path,
+                                                     tmp_path: Path, capsys) -> None:
+    from rul.cli import main
+
+    model = _copy(sim_model, tmp_path)
+    before = Forecaster.load(model)
+    assert main(["evaluate", "--model", str(model), "--data", str(sim_dir), "--subset", "SIM",
+                 "--record", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    after = Forecaster.load(model)  # the hash and both cards agree
+    test = after.card["metrics"]["test"]
+    assert test["rmse"] == printed["rmse"] and test["f1"] == printed["f1"]
+    assert test["subset"] == "SIM" and test["n_assets"] == sim.test.n_assets
+    assert test["labels"]["source"].endswith("RUL_SIM.txt")
+    assert test["data"]["n_rows"] == len(sim.test.frame)
+    # Only the card changed: validation metrics kept, the same numbers from the same graph.
+    assert after.card["metrics"]["validation"] == before.card["metrics"]["validation"]
+    assert {k for k in after.card if after.card[k] != before.card[k]} == {"metrics"}
+    readings = parity_readings(sim.test, before.features, before.window, n=64)
+    assert np.array_equal(after.predict_windows(readings).rul,
+                          before.predict_windows(readings).rul)
+    assert after.version != before.version
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [model.name, sidecar_path(model).name])
+
+
+def test_record_refuses_what_is_not_a_model_file(sim_model: Path, sim_dir: Path,
+                                                 tmp_path: Path, capsys) -> None:
+    from rul.cli import main
+
+    run = sim_model.parent / "run"
+    assert main(["evaluate", "--model", str(run), "--data", str(sim_dir), "--subset", "SIM",
+                 "--record"]) == 2
+    assert "give an .onnx file" in capsys.readouterr().err
+    tampered = _copy(sim_model, tmp_path)
+    sidecar = json.loads(sidecar_path(tampered).read_text())
+    sidecar_path(tampered).write_text(json.dumps({**sidecar, "window": 99}))
+    from export.card import record_test_metrics
+
+    with pytest.raises(ModelError, match="card differs"):
+        record_test_metrics(tampered, {"rmse": 1.0})
+    assert json.loads(sidecar_path(tampered).read_text())["window"] == 99  # left as it was
+
+
 def test_fused_cnn_members_compute_what_the_members_do() -> None:
     import torch
 
