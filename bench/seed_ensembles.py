@@ -15,40 +15,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 
 from rul.evaluation import last_window_predictions
-from rul.fleet import Fleet
 from rul.loaders import default_cmapss_dir, load_cmapss
-from rul.split import fold_assets, truncate_assets
+from rul.split import truncate_assets
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig
-from training.run import FINISHED, VALIDATION_CUTS, network_dirs
+from training.run import VALIDATION_CUTS, out_of_fold_predictions
 
 CUT_SEED = 1000
 """Cut points shared by every run, apart from the seeds the runs' own validation used."""
-
-
-def out_of_fold(run: Path, train: Fleet, cuts: list[tuple[Fleet, np.ndarray]]) -> np.ndarray:
-    """[cuts, engines] answers of the run's networks, each engine by the network that never
-    trained on it."""
-    config = RunConfig.load(run / "config.yaml")
-    if config.data.folds < 2:
-        raise SystemExit(f"{run}: trained with data.folds = {config.data.folds}; this needs a "
-                         "cross-fitted run (folds >= 2), so every engine has a held-out network")
-    ids = train.asset_ids
-    answers = np.full((len(cuts), len(ids)), np.nan)
-    folds = fold_assets(train, config.data.folds, config.data.seed)
-    for fold, (_, held_out) in zip(network_dirs(run, len(folds)), folds, strict=True):
-        best = json.loads((fold / FINISHED).read_text())["best_checkpoint"]
-        network = load_checkpoint(fold / best)
-        mine = np.isin(ids, held_out.asset_ids)
-        for c, (truncated, _) in enumerate(cuts):
-            answers[c, mine] = last_window_predictions(network, truncated).rul[mine]
-    return answers
 
 
 def main() -> None:
@@ -64,7 +43,7 @@ def main() -> None:
     test_truth = None if data.test_rul is None else np.minimum(data.test_rul, cap)
     oof, test = [], []
     for run in args.runs:
-        oof.append(out_of_fold(run, data.train, cuts))
+        oof.append(out_of_fold_predictions(run, data.train, [cut for cut, _ in cuts]))
         if test_truth is not None:
             test.append(last_window_predictions(load_checkpoint(run), data.test).rul)
 

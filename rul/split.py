@@ -43,20 +43,30 @@ def select_assets(fleet: Fleet, asset_ids: np.ndarray) -> Fleet:
                  fleet.source)
 
 
-def truncate_assets(fleet: Fleet, seed: int, min_cycles: int = 1,
-                    max_fraction: float = 0.9) -> tuple[Fleet, np.ndarray]:
+def truncate_assets(fleet: Fleet, seed: int, min_cycles: int = 1, max_fraction: float = 0.9,
+                    fractions: np.ndarray | None = None) -> tuple[Fleet, np.ndarray]:
     """Cut each run-to-failure asset at a random cycle, as C-MAPSS test sets are cut.
 
+    The share of its life an asset keeps is uniform on [0.1, max_fraction], or drawn from
+    `fractions` (e.g. `life_fractions` of a labelled test set, to cut as that test set was).
     Returns the truncated fleet and each asset's true RUL after its new last cycle, so a
     validation set can be scored the way the test set is (last window against a label).
     """
     rng = np.random.default_rng(seed)
     lengths = fleet.lengths()
-    keep = np.maximum(min_cycles, np.ceil(rng.uniform(0.1, max_fraction, len(lengths))
-                                          * lengths)).astype(np.int64)
+    drawn = (rng.uniform(0.1, max_fraction, len(lengths)) if fractions is None
+             else rng.choice(np.asarray(fractions, dtype=float), len(lengths)))
+    keep = np.maximum(min_cycles, np.ceil(drawn * lengths)).astype(np.int64)
     keep = np.minimum(keep, lengths)
     position = np.arange(len(fleet.frame)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     mask = position < np.repeat(keep, lengths)
     truncated = Fleet(fleet.frame[mask].reset_index(drop=True), fleet.settings, fleet.sensors,
                       fleet.source)
     return truncated, (lengths - keep).astype(np.int64)
+
+
+def life_fractions(test: Fleet, test_rul: np.ndarray) -> np.ndarray:
+    """The share of its life each asset of a labelled test set shows: cycles seen / (cycles
+    seen + true RUL after them)."""
+    seen = test.lengths()
+    return seen / (seen + np.asarray(test_rul, dtype=float))

@@ -225,6 +225,28 @@ def test_a_cross_fitted_model_is_the_mean_of_its_folds(sim, folds_run: Path) -> 
     torch.testing.assert_close(rul, torch.stack(per_fold).mean(0).clamp(0.0, predictor.rul_cap))
 
 
+def test_out_of_fold_answers_come_from_the_network_that_never_saw_the_engine(
+        sim, folds_run: Path, tiny_run: Path) -> None:
+    from rul.evaluation import last_window_predictions
+    from rul.split import fold_assets, truncate_assets
+    from training.run import out_of_fold_predictions
+
+    cuts = [truncate_assets(sim.train, seed) for seed in (7, 8)]
+    answers = out_of_fold_predictions(folds_run, sim.train, [cut for cut, _ in cuts])
+    assert answers.shape == (2, sim.train.n_assets) and np.isfinite(answers).all()
+    ids = sim.train.asset_ids
+    folds = fold_assets(sim.train, 3, tiny_config().data.seed)
+    for k, (_, held_out) in enumerate(folds):
+        fold_dir = folds_run / "folds" / f"fold-{k}"
+        best = json.loads((fold_dir / "finished.json").read_text())["best_checkpoint"]
+        own = last_window_predictions(load_checkpoint(fold_dir / best), cuts[1][0]).rul
+        mine = np.isin(ids, held_out.asset_ids)
+        np.testing.assert_allclose(answers[1, mine], own[mine], rtol=1e-6)
+        assert not np.allclose(answers[1, ~mine], own[~mine])  # others answer the rest
+    with pytest.raises(RulError, match="need a cross-fitted run"):
+        out_of_fold_predictions(tiny_run, sim.train, [cuts[0][0]])
+
+
 def test_a_cross_fitted_run_resumes_with_the_unfinished_fold(sim, tmp_path: Path) -> None:
     config = merge(tiny_config(max_epochs=2), {"data": {"folds": 2}})
     train_run(sim.train, config, tmp_path, progress=False)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rul.split import fold_assets, split_assets, truncate_assets
+from rul.split import fold_assets, life_fractions, split_assets, truncate_assets
 from rul.targets import capped, failure_label, rul_per_row
 from rul.windowing import make_windows
 
@@ -112,3 +112,18 @@ def test_truncation_labels_add_up(sim) -> None:
     cut, rul_at_end = truncate_assets(sim.train, seed=0)
     np.testing.assert_array_equal(cut.lengths() + rul_at_end, sim.train.lengths())
     assert (rul_at_end > 0).any()
+
+
+def test_truncation_can_follow_a_test_sets_life_fractions(sim) -> None:
+    lengths = sim.train.lengths()
+    for share in (0.3, 0.75):
+        cut, rul_at_end = truncate_assets(sim.train, seed=0, fractions=np.array([share]))
+        np.testing.assert_array_equal(cut.lengths(), np.ceil(share * lengths))
+        seen = life_fractions(cut, rul_at_end)
+        assert np.all((seen >= share) & (seen < share + 1 / lengths))
+    # Drawn from the given values only, and reproducible by seed.
+    cut, _ = truncate_assets(sim.train, seed=4, fractions=np.array([0.2, 0.9]))
+    kept = cut.lengths()
+    assert np.all((kept == np.ceil(0.2 * lengths)) | (kept == np.ceil(0.9 * lengths)))
+    again, _ = truncate_assets(sim.train, seed=4, fractions=np.array([0.2, 0.9]))
+    np.testing.assert_array_equal(again.lengths(), cut.lengths())

@@ -25,16 +25,16 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from rul.errors import ConfigError
+from rul.errors import ConfigError, RulError
 from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
 from rul.io import atomic_write, make_folder, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction
-from rul.split import truncate_assets
+from rul.split import fold_assets, truncate_assets
 from rul.targets import check_run_to_failure
 from training.calibration import fit_interval_offset, fit_temperature
-from training.checkpoint import MODEL_FILE, CheckpointPredictor
+from training.checkpoint import MODEL_FILE, CheckpointPredictor, load_checkpoint
 from training.config import RunConfig, TrainConfig
 from training.datamodule import RulDataModule, fold_datamodules
 from training.module import RulModule
@@ -304,6 +304,26 @@ def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]], seed: int
     return {**{k: result[k] for k in keys},
             "n_assets": sum(val_fleet.n_assets for _, val_fleet in parts),
             "cuts_per_asset": cuts}
+
+
+def out_of_fold_predictions(run: Path, train: Fleet, cuts: list[Fleet]) -> np.ndarray:
+    """[cuts, engines] RUL answers of a cross-fitted run for its training engines cut at
+    other cycles (`cuts`: the training fleet truncated, same engines), each engine answered by
+    the network that never trained on it."""
+    config = RunConfig.load(run / "config.yaml")
+    if config.data.folds < 2:
+        raise RulError(f"{run}: trained with data.folds = {config.data.folds}; out-of-fold "
+                       "answers need a cross-fitted run (folds >= 2)")
+    ids = train.asset_ids
+    answers = np.full((len(cuts), len(ids)), np.nan)
+    folds = fold_assets(train, config.data.folds, config.data.seed)
+    for fold, (_, held_out) in zip(network_dirs(run, len(folds)), folds, strict=True):
+        best = json.loads((fold / FINISHED).read_text())["best_checkpoint"]
+        network = load_checkpoint(fold / best)
+        mine = np.isin(ids, held_out.asset_ids)
+        for c, truncated in enumerate(cuts):
+            answers[c, mine] = last_window_predictions(network, truncated).rul[mine]
+    return answers
 
 
 def read_history(log_dir: Path) -> pd.DataFrame:
