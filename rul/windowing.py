@@ -35,6 +35,11 @@ class Windows:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def select(self, keep: np.ndarray) -> Windows:
+        """The windows where `keep` (a boolean mask or indices) is true, same `values`."""
+        return Windows(self.values, self.starts[keep], self.window, self.end_rows[keep],
+                       self.asset_index[keep], self.padded[keep])
+
     def batch(self, index: np.ndarray | slice) -> np.ndarray:
         """Windows `index` as a new [n, window, features] array."""
         starts = self.starts[index]

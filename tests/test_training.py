@@ -519,6 +519,25 @@ def test_padded_windows_add_each_young_assets_windows_to_training(sim) -> None:
     assert len(padded.val_set) == len(full.val_set)  # validation is unchanged
 
 
+def test_validation_can_start_later_in_each_life(sim) -> None:
+    config = default_config("SIM").data
+    every, later = (fold_datamodules(sim.train, replace(config, validation_from=share), 64, 0)[0]
+                    for share in (0.0, 0.25))
+    lengths = every.val_fleet.lengths()
+    seen = np.concatenate([np.arange(1, n + 1) for n in lengths])
+    life = np.repeat(lengths, lengths)
+    kept = seen >= 0.25 * life
+    assert len(every.val_set) == lengths.sum() and len(later.val_set) == kept.sum()
+    # The same windows and targets as before, only the early ones left out.
+    torch.testing.assert_close(later.val_set.rul, every.val_set.rul[torch.from_numpy(kept)])
+    x_later, _, _ = later.val_set.__getitems__(list(range(len(later.val_set))))
+    x_every, _, _ = every.val_set.__getitems__(np.flatnonzero(kept).tolist())
+    assert torch.equal(x_later, x_every)
+    assert len(later.train_set) == len(every.train_set)  # training is unchanged
+    with pytest.raises(ValueError, match=r"validation_from must be a number in \[0, 1\), got 1.0"):
+        replace(config, validation_from=1.0)
+
+
 def test_loaders_fetch_whole_batches_equal_to_windows_cut_one_by_one(sim) -> None:
     module = fold_datamodules(sim.train, default_config("SIM").data, 64, 0)[0]
     order = torch.randperm(len(module.train_set), generator=torch.Generator().manual_seed(0))

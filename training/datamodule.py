@@ -49,19 +49,26 @@ def stacked(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def build_dataset(fleet: Fleet, preprocessing: Preprocessing, config: DataConfig, ends: str,
-                  rul_at_end: np.ndarray | None = None, stride: int = 1) -> WindowDataset:
-    """Normalised windows of a fleet with their capped RUL and failure targets."""
-    windows = make_windows(preprocessing.transform_fleet(fleet), fleet.lengths(), config.window,
+                  rul_at_end: np.ndarray | None = None, stride: int = 1,
+                  from_share: float = 0.0) -> WindowDataset:
+    """Normalised windows of a fleet with their capped RUL and failure targets; with
+    `from_share`, only the windows ending at or after that share of their asset's life."""
+    lengths = fleet.lengths()
+    windows = make_windows(preprocessing.transform_fleet(fleet), lengths, config.window,
                            stride=stride, ends=ends)
+    if from_share > 0:
+        first_rows = np.cumsum(lengths) - lengths
+        seen = windows.end_rows - first_rows[windows.asset_index] + 1
+        windows = windows.select(seen >= from_share * lengths[windows.asset_index])
     return WindowDataset(windows, rul_per_row(fleet, rul_at_end), config.rul_cap, config.horizon)
 
 
 class RulDataModule(pl.LightningDataModule):
     """Train and validation windows of two disjoint sets of whole assets.
 
-    Validation windows end at every cycle of the held-out engines (short histories padded), so
-    validation sees the same mix of early-life and late-life windows that truncated test
-    engines give.
+    Validation windows end at every cycle of the held-out engines (short histories padded), or
+    from `validation_from` of each one's life on, so validation sees the mix of early-life and
+    late-life windows that truncated test engines give.
     """
 
     def __init__(self, train_fleet: Fleet, val_fleet: Fleet, preprocessing: Preprocessing,
@@ -75,7 +82,8 @@ class RulDataModule(pl.LightningDataModule):
         self.train_set = build_dataset(train_fleet, preprocessing, config,
                                        "every" if config.padded_windows else "full",
                                        stride=config.stride)
-        self.val_set = build_dataset(val_fleet, preprocessing, config, "every")
+        self.val_set = build_dataset(val_fleet, preprocessing, config, "every",
+                                     from_share=config.validation_from)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
