@@ -19,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rul.errors import RulError
 from rul.evaluation import last_window_predictions
 from rul.loaders import default_cmapss_dir, load_cmapss
 from rul.split import truncate_assets
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig
-from training.run import VALIDATION_CUTS, out_of_fold_predictions
-
-CUT_SEED = 1000
-"""Cut points shared by every run, apart from the seeds the runs' own validation used."""
+from training.run import HELD_OUT_CUT_SEED, VALIDATION_CUTS, out_of_fold_predictions
 
 
 def main() -> None:
@@ -36,7 +34,7 @@ def main() -> None:
     parser.add_argument("--subset", default="FD001")
     args = parser.parse_args()
     data = load_cmapss(default_cmapss_dir(), args.subset)
-    cuts = [truncate_assets(data.train, CUT_SEED + c) for c in range(VALIDATION_CUTS)]
+    cuts = [truncate_assets(data.train, HELD_OUT_CUT_SEED + c) for c in range(VALIDATION_CUTS)]
     config = RunConfig.load(args.runs[0] / "config.yaml")
     cap = config.data.rul_cap
     truth = np.minimum(np.stack([rul for _, rul in cuts]), cap)
@@ -64,4 +62,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RulError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -28,14 +28,20 @@ from pathlib import Path
 
 import numpy as np
 
+from rul.errors import RulError
 from rul.evaluation import last_window_predictions
+from rul.fleet import Fleet
 from rul.loaders import default_cmapss_dir, load_cmapss
 from rul.split import fold_assets, life_fractions, truncate_assets
 from training.checkpoint import load_checkpoint
 from training.config import RunConfig
-from training.run import VALIDATION_CUTS, out_of_fold_predictions
+from training.run import (
+    HELD_OUT_CUT_SEED,
+    VALIDATION_CUTS,
+    held_out_answers,
+    out_of_fold_predictions,
+)
 
-CUT_SEED = 1000
 SUBSETS = ("FD001", "FD002", "FD003", "FD004")
 
 
@@ -54,7 +60,7 @@ def reference_fractions(directory: Path, subset: str) -> tuple[np.ndarray, list[
     return np.concatenate(shares), names
 
 
-def held_out_answers(run: Path, train, cuts: list) -> np.ndarray:
+def held_out(run: Path, train: Fleet, cuts: list[Fleet]) -> np.ndarray:
     """[cuts, engines] answers, each engine's from a model that never trained on it: the
     run's out-of-fold network, or for a seed folder of bench/nested_validation.py (outer-K
     runs) the outer fold's whole ensemble."""
@@ -62,14 +68,10 @@ def held_out_answers(run: Path, train, cuts: list) -> np.ndarray:
     if not outer:
         return out_of_fold_predictions(run, train, cuts)
     seed = RunConfig.load(outer[0] / "config.yaml").data.seed
-    ids = train.asset_ids
-    answers = np.full((len(cuts), len(ids)), np.nan)
-    for model_dir, (_, held_out) in zip(outer, fold_assets(train, len(outer), seed), strict=True):
-        model = load_checkpoint(model_dir)
-        mine = np.isin(ids, held_out.asset_ids)
-        for c, cut in enumerate(cuts):
-            answers[c, mine] = last_window_predictions(model, cut).rul[mine]
-    return answers
+    folds = fold_assets(train, len(outer), seed)
+    parts = [(load_checkpoint(model_dir), held_out_engines)
+             for model_dir, (_, held_out_engines) in zip(outer, folds, strict=True)]
+    return held_out_answers(parts, train, cuts)
 
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -93,8 +95,8 @@ def main() -> None:
     first = args.runs[0] / "outer-0" if (args.runs[0] / "outer-0").is_dir() else args.runs[0]
     cap = RunConfig.load(first / "config.yaml").data.rul_cap
     cuts = {
-        "uniform": [truncate_assets(data.train, CUT_SEED + c) for c in range(args.cuts)],
-        "test-like": [truncate_assets(data.train, CUT_SEED + c, fractions=shares)
+        "uniform": [truncate_assets(data.train, HELD_OUT_CUT_SEED + c) for c in range(args.cuts)],
+        "test-like": [truncate_assets(data.train, HELD_OUT_CUT_SEED + c, fractions=shares)
                       for c in range(args.cuts)],
     }
     print(f"{args.subset}: {data.train.n_assets} training engines x {args.cuts} cuts; "
@@ -122,7 +124,7 @@ def main() -> None:
     scores: dict[str, list[float]] = {"uniform": [], "test-like": [], "test": []}
     for run in args.runs:
         for kind, drawn in cuts.items():
-            answers = held_out_answers(run, data.train, [cut for cut, _ in drawn])
+            answers = held_out(run, data.train, [cut for cut, _ in drawn])
             truth = np.minimum(np.stack([rul for _, rul in drawn]), cap)
             scores[kind].append(float(np.sqrt(np.mean((answers - truth) ** 2))))
         tested = "(no labels)" if data.test_rul is None else "(nested)"
@@ -140,4 +142,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RulError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -19,12 +19,12 @@ import numpy as np
 import onnx
 import torch
 
-from export.card import embed_card, install_model
+from export.card import embed_card, install_model, temporary_path, write_temporary
 from export.graph import ExportModel
 from rul.errors import RulError
 from rul.fleet import Fleet
 from rul.forecaster import INPUT, OUTPUTS, Forecaster, sidecar_path
-from rul.io import atomic_write, make_folder
+from rul.io import make_folder
 from rul.loaders import read_fleet
 from rul.model_card import library_versions
 from rul.predictor import Prediction
@@ -59,9 +59,9 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
     if out.suffix != ".onnx":
         raise RulError(f"{out}: the model file name must end in .onnx")
     make_folder(out.parent)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = temporary_path(out)
     try:
-        write_onnx(predictor, card, tmp)
+        write_onnx(predictor, card, out)
         parity = parity_check(predictor, Forecaster.load(tmp), parity_readings)
         install_model(tmp, card, out)
     finally:
@@ -69,14 +69,15 @@ def export_checkpoint(checkpoint: Path | str, out: Path | str,
     return ExportResult(out, sidecar_path(out), parity)
 
 
-def write_onnx(predictor: CheckpointPredictor, card: dict[str, Any], path: Path) -> None:
-    """Trace the raw-readings model with a dynamic batch axis; weights inside the one file."""
+def write_onnx(predictor: CheckpointPredictor, card: dict[str, Any], out: Path) -> Path:
+    """Trace the raw-readings model with a dynamic batch axis, weights inside the one file,
+    to `out`'s temporary name (returned), not yet in place."""
     model = ExportModel(predictor.preprocessing, predictor.network)
     proto = trace(model, torch.zeros(2, predictor.window, len(predictor.features)))
     embed_card(proto, card)
     proto.doc_string = f"rul model {card.get('name', '')}: raw readings -> RUL, quantiles, P(fail)"
     onnx.checker.check_model(proto, full_check=True)
-    atomic_write(path, lambda f: f.write(proto.SerializeToString()))
+    return write_temporary(proto, out)
 
 
 def trace(model: torch.nn.Module, example: torch.Tensor) -> onnx.ModelProto:

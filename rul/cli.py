@@ -7,6 +7,7 @@ with status 2; training commands import torch only when they run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -280,9 +281,13 @@ def export_run(checkpoint: Path, out: Path, fleet=None) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rul.io import dumps
 
-    if args.record and args.model.suffix != ".onnx":
-        raise RulError(f"{args.model}: --record writes into a model file's card; give an "
-                       ".onnx file (`rul export` makes one from a run)")
+    if args.record:
+        if args.model.suffix != ".onnx":
+            raise RulError(f"{args.model}: --record writes into a model file's card; give an "
+                           ".onnx file (`rul export` makes one from a run)")
+        if importlib.util.find_spec("onnx") is None:
+            raise RulError("--record rewrites the model file, which needs the onnx package "
+                           "(pip install 'rul[train]')")
     result = evaluate_model(args.model, args.data, args.subset or DEFAULT_SUBSET, args.labels,
                             args.report)
     summary = {k: v for k, v in result.items()
@@ -296,12 +301,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {args.report / 'report.html'}", file=where)
     if args.record:
         from export.card import evaluation_record, record_test_metrics
+        from rul.forecaster import sidecar_path
 
         metrics = {k: v for k, v in summary.items() if k != "model"}
         record_test_metrics(args.model, evaluation_record(
             metrics, data=result["test_data"], labels=result["labels"]))
         print(f"recorded the test metrics in {args.model} and its card "
-              f"{args.model.with_suffix('.json').name}", file=where)
+              f"{sidecar_path(args.model).name}", file=where)
     return 0
 
 

@@ -53,8 +53,9 @@ class DataConfig:
     is a validation asset once. Training costs K runs, inference K networks."""
     validation_from: float = 0.0
     """Validation windows (early stopping, the best checkpoint, calibration) end at or after
-    this share of each held-out asset's life; 0: at every cycle. The labelled C-MAPSS test
-    engines show 25-100 % of their lives (docs/ACCURACY.md)."""
+    this fraction of each held-out asset's life; 0: at every cycle. The labelled C-MAPSS test
+    engines show 21-98 % of their lives, 33-92 % from the 10th to the 90th percentile
+    (docs/ACCURACY.md)."""
     seed: int = 0
     """Seed of the asset split and the condition discovery."""
 

@@ -26,7 +26,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_folder_problem(path.parent, exc)}") from None
     try:
-        _write_synced(tmp, write, fd)
+        write_synced(tmp, write, fd)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -37,7 +37,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], Any]) -> Path:
     return path
 
 
-def _write_synced(path: Path | str, write: Callable[[IO[bytes]], Any], fd: int | None = None
+def write_synced(path: Path | str, write: Callable[[IO[bytes]], Any], fd: int | None = None
                   ) -> None:
     """Write a new file (through `fd` when it is already open), on disk before it is closed,
     readable by all."""
@@ -63,7 +63,7 @@ def write_files(folder: Path | str, files: Mapping[str, bytes], stale: tuple[str
     try:
         for name, data in files.items():
             try:
-                _write_synced(staging / name, lambda f, data=data: f.write(data))
+                write_synced(staging / name, lambda f, data=data: f.write(data))
             except OSError as exc:
                 raise OutputError(f"cannot write {targets[name]}: {exc.strerror or exc}; the "
                                   f"files already in {folder} were left as they were") from None

@@ -44,7 +44,7 @@ class CmapssSubset:
     test_rul: np.ndarray | None
     """True RUL after each test asset's last cycle, in asset order; None without a RUL file."""
     test_rul_source: Path | None = None
-    """The RUL file `test_rul` was read from."""
+    """The RUL file `test_rul` was read from; None without a RUL file."""
 
 
 @dataclass(frozen=True)

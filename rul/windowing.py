@@ -8,7 +8,7 @@ says how many of its cycles are padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -37,8 +37,8 @@ class Windows:
 
     def select(self, keep: np.ndarray) -> Windows:
         """The windows where `keep` (a boolean mask or indices) is true, same `values`."""
-        return Windows(self.values, self.starts[keep], self.window, self.end_rows[keep],
-                       self.asset_index[keep], self.padded[keep])
+        return replace(self, starts=self.starts[keep], end_rows=self.end_rows[keep],
+                       asset_index=self.asset_index[keep], padded=self.padded[keep])
 
     def batch(self, index: np.ndarray | slice) -> np.ndarray:
         """Windows `index` as a new [n, window, features] array."""

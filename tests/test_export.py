@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -276,13 +277,35 @@ def test_recorded_test_metrics_travel_in_both_cards(sim, sim_dir: Path, sim_mode
     assert test["data"]["n_rows"] == len(sim.test.frame)
     # Only the card changed: validation metrics kept, the same numbers from the same graph.
     assert after.card["metrics"]["validation"] == before.card["metrics"]["validation"]
-    assert {k for k in after.card if after.card[k] != before.card[k]} == {"metrics"}
+    keys = set(after.card) | set(before.card)
+    assert {k for k in keys if after.card.get(k) != before.card.get(k)} == {"metrics"}
     readings = parity_readings(sim.test, before.features, before.window, n=64)
     assert np.array_equal(after.predict_windows(readings).rul,
                           before.predict_windows(readings).rul)
     assert after.version != before.version
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [model.name, sidecar_path(model).name])
+
+
+def test_a_failed_record_leaves_the_model_and_its_card_as_they_were(
+        sim_model: Path, tmp_path: Path, monkeypatch) -> None:
+    from export import card as card_module
+
+    model = _copy(sim_model, tmp_path)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src, dst):  # the model file cannot be moved into place
+        if Path(dst) == model:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(card_module.os, "replace", failing_replace)
+    with pytest.raises(RulError, match=f"cannot write {re.escape(str(model))}: No space left"):
+        card_module.record_test_metrics(model, {"rmse": 1.0})
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    assert "test" not in Forecaster.load(model).card["metrics"]
 
 
 def test_record_refuses_what_is_not_a_model_file(sim_model: Path, sim_dir: Path,

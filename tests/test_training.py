@@ -534,6 +534,16 @@ def test_validation_can_start_later_in_each_life(sim) -> None:
     x_every, _, _ = every.val_set.__getitems__(np.flatnonzero(kept).tolist())
     assert torch.equal(x_later, x_every)
     assert len(later.train_set) == len(every.train_set)  # training is unchanged
+    # By hand: an 8-cycle asset keeps the windows ending at cycles 2..8 (2 / 8 = 0.25).
+    from training.datamodule import build_dataset
+
+    eight = replace(sim.train, frame=sim.train.frame.groupby(ASSET_ID).head(8)
+                    .reset_index(drop=True))
+    ends = build_dataset(eight, every.preprocessing, config, "every", from_life_fraction=0.25)
+    per_asset = 8 - 1
+    assert len(ends) == per_asset * eight.n_assets
+    first = build_dataset(eight, every.preprocessing, config, "every")
+    assert torch.equal(ends.rul[:per_asset], first.rul[1:8])
     with pytest.raises(ValueError, match=r"validation_from must be a number in \[0, 1\), got 1.0"):
         replace(config, validation_from=1.0)
 

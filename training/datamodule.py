@@ -50,16 +50,17 @@ def stacked(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 def build_dataset(fleet: Fleet, preprocessing: Preprocessing, config: DataConfig, ends: str,
                   rul_at_end: np.ndarray | None = None, stride: int = 1,
-                  from_share: float = 0.0) -> WindowDataset:
+                  from_life_fraction: float = 0.0) -> WindowDataset:
     """Normalised windows of a fleet with their capped RUL and failure targets; with
-    `from_share`, only the windows ending at or after that share of their asset's life."""
+    `from_life_fraction`, only the windows ending at or after that fraction of their asset's
+    life (cycles up to the window's end / the asset's cycles)."""
     lengths = fleet.lengths()
     windows = make_windows(preprocessing.transform_fleet(fleet), lengths, config.window,
                            stride=stride, ends=ends)
-    if from_share > 0:
+    if from_life_fraction > 0:
         first_rows = np.cumsum(lengths) - lengths
         seen = windows.end_rows - first_rows[windows.asset_index] + 1
-        windows = windows.select(seen >= from_share * lengths[windows.asset_index])
+        windows = windows.select(seen >= from_life_fraction * lengths[windows.asset_index])
     return WindowDataset(windows, rul_per_row(fleet, rul_at_end), config.rul_cap, config.horizon)
 
 
@@ -83,7 +84,7 @@ class RulDataModule(pl.LightningDataModule):
                                        "every" if config.padded_windows else "full",
                                        stride=config.stride)
         self.val_set = build_dataset(val_fleet, preprocessing, config, "every",
-                                     from_share=config.validation_from)
+                                     from_life_fraction=config.validation_from)
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -30,7 +30,7 @@ from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
 from rul.io import atomic_write, make_folder, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
-from rul.predictor import Prediction
+from rul.predictor import Prediction, Predictor
 from rul.split import fold_assets, truncate_assets
 from rul.targets import check_run_to_failure
 from training.calibration import fit_interval_offset, fit_temperature
@@ -306,24 +306,37 @@ def validation_metrics(parts: list[tuple[CheckpointPredictor, Fleet]], seed: int
             "cuts_per_asset": cuts}
 
 
+HELD_OUT_CUT_SEED = 1000
+"""Seed of the cut points the bench scripts share, apart from the seeds runs validate with."""
+
+
+def held_out_answers(parts: list[tuple[Predictor, Fleet]], train: Fleet,
+                     cuts: list[Fleet]) -> np.ndarray:
+    """[cuts, engines] RUL answers for the training engines cut at other cycles (`cuts`: the
+    training fleet truncated, same engines), each engine answered by the model of `parts`
+    (model, the engines it never trained on) that holds it out."""
+    ids = train.asset_ids
+    answers = np.full((len(cuts), len(ids)), np.nan)
+    for model, held_out in parts:
+        mine = np.isin(ids, held_out.asset_ids)
+        for c, truncated in enumerate(cuts):
+            answers[c, mine] = last_window_predictions(model, truncated).rul[mine]
+    return answers
+
+
 def out_of_fold_predictions(run: Path, train: Fleet, cuts: list[Fleet]) -> np.ndarray:
-    """[cuts, engines] RUL answers of a cross-fitted run for its training engines cut at
-    other cycles (`cuts`: the training fleet truncated, same engines), each engine answered by
-    the network that never trained on it."""
+    """`held_out_answers` of a cross-fitted run: each engine answered by the network that
+    never trained on it."""
     config = RunConfig.load(run / "config.yaml")
     if config.data.folds < 2:
         raise RulError(f"{run}: trained with data.folds = {config.data.folds}; out-of-fold "
                        "answers need a cross-fitted run (folds >= 2)")
-    ids = train.asset_ids
-    answers = np.full((len(cuts), len(ids)), np.nan)
     folds = fold_assets(train, config.data.folds, config.data.seed)
+    parts = []
     for fold, (_, held_out) in zip(network_dirs(run, len(folds)), folds, strict=True):
         best = json.loads((fold / FINISHED).read_text())["best_checkpoint"]
-        network = load_checkpoint(fold / best)
-        mine = np.isin(ids, held_out.asset_ids)
-        for c, truncated in enumerate(cuts):
-            answers[c, mine] = last_window_predictions(network, truncated).rul[mine]
-    return answers
+        parts.append((load_checkpoint(fold / best), held_out))
+    return held_out_answers(parts, train, cuts)
 
 
 def read_history(log_dir: Path) -> pd.DataFrame:
