@@ -60,11 +60,16 @@ def reference_fractions(directory: Path, subset: str) -> tuple[np.ndarray, list[
     return np.concatenate(shares), names
 
 
+def outer_runs(run: Path) -> list[Path]:
+    """The outer folds' runs of a bench/nested_validation.py seed folder; [] for a run."""
+    return sorted(run.glob("outer-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def held_out(run: Path, train: Fleet, cuts: list[Fleet]) -> np.ndarray:
     """[cuts, engines] answers, each engine's from a model that never trained on it: the
     run's out-of-fold network, or for a seed folder of bench/nested_validation.py (outer-K
     runs) the outer fold's whole ensemble."""
-    outer = sorted(run.glob("outer-*"), key=lambda p: int(p.name.split("-")[1]))
+    outer = outer_runs(run)
     if not outer:
         return out_of_fold_predictions(run, train, cuts)
     seed = RunConfig.load(outer[0] / "config.yaml").data.seed
@@ -92,7 +97,7 @@ def main() -> None:
     directory = default_cmapss_dir()
     data = load_cmapss(directory, args.subset)
     shares, names = reference_fractions(directory, args.subset)
-    first = args.runs[0] / "outer-0" if (args.runs[0] / "outer-0").is_dir() else args.runs[0]
+    first = (outer_runs(args.runs[0]) or [args.runs[0]])[0]
     cap = RunConfig.load(first / "config.yaml").data.rul_cap
     cuts = {
         "uniform": [truncate_assets(data.train, HELD_OUT_CUT_SEED + c) for c in range(args.cuts)],

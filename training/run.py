@@ -31,7 +31,7 @@ from rul.fleet import Fleet
 from rul.io import atomic_write, make_folder, write_json
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction, Predictor
-from rul.split import fold_assets, truncate_assets
+from rul.split import fold_assets, select_assets, truncate_assets
 from rul.targets import check_run_to_failure
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor, load_checkpoint
@@ -320,7 +320,9 @@ def held_out_answers(parts: list[tuple[Predictor, Fleet]], train: Fleet,
     for model, held_out in parts:
         mine = np.isin(ids, held_out.asset_ids)
         for c, truncated in enumerate(cuts):
-            answers[c, mine] = last_window_predictions(model, truncated).rul[mine]
+            # Only its own engines: both in fleet order, so the answers line up with `mine`.
+            own = select_assets(truncated, held_out.asset_ids)
+            answers[c, mine] = last_window_predictions(model, own).rul
     return answers
 
 
