@@ -284,7 +284,11 @@ _ONE_CONDITION_CNN: dict[str, dict[str, Any]] = {
 SUBSET_BACKBONE_DEFAULTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     ("FD001", "cnn"): _ONE_CONDITION_CNN,
     ("FD003", "cnn"): _ONE_CONDITION_CNN,
-    ("FD002", "cnn"): {"model": {"first_stride": 2, "dropout": 0.2},
+    # FD002 chooses its epochs on the same late windows as FD004 (below): nested validation,
+    # 50 test-like cuts, seeds 0-2: 13.18 +- 0.07 against 13.28 +- 0.13, better on every seed;
+    # uniform cuts tie (docs/ACCURACY.md, "Validating where the test engines are cut").
+    ("FD002", "cnn"): {"data": {"validation_from": 0.25},
+                       "model": {"first_stride": 2, "dropout": 0.2},
                        "train": {"learning_rate": 1e-3}},
     # FD004's networks stop early and their validation swings from epoch to epoch, so which
     # windows choose the epoch matters: those ending after the first 25 % of each life, where
