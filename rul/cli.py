@@ -236,8 +236,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                 num_nodes=args.num_nodes,
                                                 strategy=args.strategy, logger=args.logger)})
     started = time.perf_counter()
+    data_dir = args.data if args.data is not None and args.data.is_dir() else None
+    if config.data.extra_training:
+        # A subset's defaults may add a sibling's engines; say so, as they change the model.
+        print(f"training also on {', '.join(config.data.extra_training)} "
+              "(data.extra_training: every network trains on them, none validates on them)",
+              file=sys.stderr)
     run = train_run(fleet, config, args.out, name=name.lower(), resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, data_dir=data_dir)
     if (run / "metrics.json").is_file():
         _print_validation(run, time.perf_counter() - started)
         if args.export:

@@ -56,6 +56,15 @@ class DataConfig:
     this fraction of each held-out asset's life; 0: at every cycle. The labelled C-MAPSS test
     engines show 21-98 % of their lives, 33-92 % from the 10th to the 90th percentile
     (docs/ACCURACY.md)."""
+    extra_training: tuple[str, ...] = ()
+    """Further run-to-failure fleets whose assets join every network's training set and are
+    never validated on: early stopping, calibration and the validation metrics see only the
+    fleet being trained. They add training windows, not inputs: the sensors and their
+    normalisation are fitted on the fleet's own assets. C-MAPSS subset names (read from the
+    fleet's C-MAPSS directory) or fleet files (CSV, Parquet, C-MAPSS text) with the fleet's
+    columns. For fleets of the same kind of asset, operating conditions and failure modes:
+    FD001's and FD003's engines share one condition and the HPC fault (docs/ACCURACY.md,
+    "Training on the sibling subset's engines")."""
     seed: int = 0
     """Seed of the asset split and the condition discovery."""
 
@@ -84,6 +93,12 @@ class DataConfig:
                "conditions", self.conditions, "must be an integer >= 1 or null")
         _check(self.max_conditions >= 1, "max_conditions", self.max_conditions, "must be >= 1")
         _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        extra = self.extra_training
+        _check(isinstance(extra, list | tuple)
+               and all(isinstance(name, str) and name.strip() for name in extra),
+               "extra_training", extra, "must be a list of C-MAPSS subset names or fleet files")
+        _check(len(set(extra)) == len(extra), "extra_training", extra, "names a fleet twice")
+        object.__setattr__(self, "extra_training", tuple(extra))
         _check(self.folds >= 1, "folds", self.folds, "must be >= 1")
         _check(0.5 < self.near_constant_fraction <= 1.0, "near_constant_fraction",
                self.near_constant_fraction, "must be in (0.5, 1]")
@@ -91,7 +106,9 @@ class DataConfig:
                self.validation_fraction, "must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["extra_training"] = list(self.extra_training)  # YAML and JSON take lists
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DataConfig:

@@ -91,6 +91,28 @@ def load_cmapss(directory: Path | str, subset: str) -> CmapssSubset:
     return CmapssSubset(subset, train, test, test_rul, rul_path if test_rul is not None else None)
 
 
+FLEET_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt", ".txt.gz")
+
+
+def load_extra_training(names: Sequence[str], directory: Path | str | None = None
+                        ) -> list[Fleet]:
+    """The fleets `data.extra_training` names: a name with a path separator or a fleet file's
+    suffix is read as a fleet file, any other as the training engines of that C-MAPSS subset
+    in `directory` (default: `default_cmapss_dir()`)."""
+    fleets = []
+    for name in names:
+        if "/" in name or "\\" in name or name.lower().endswith(FLEET_SUFFIXES):
+            fleets.append(read_fleet(name))
+            continue
+        try:
+            fleets.append(load_cmapss(directory or default_cmapss_dir(), name).train)
+        except DataError as exc:
+            raise DataError(f"data.extra_training names {name!r}, read as a C-MAPSS subset (a "
+                            f"fleet file needs its suffix or a path): {exc.message}",
+                            file=exc.file) from None
+    return fleets
+
+
 def read_cmapss_file(path: Path | str) -> Fleet:
     """Read one NASA C-MAPSS text file: whitespace-separated, 26 columns, no header."""
     path = Path(path)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from rul.errors import DataError
 from rul.fleet import Fleet
 from rul.schema import ASSET_ID
 
@@ -70,3 +72,31 @@ def life_fractions(test: Fleet, test_rul: np.ndarray) -> np.ndarray:
     seen + true RUL after them)."""
     seen = test.lengths()
     return seen / (seen + np.asarray(test_rul, dtype=float))
+
+
+def join_fleets(fleets: list[Fleet]) -> Fleet:
+    """Several fleets' assets as one training fleet (their order kept). Asset ids become
+    0..n-1, as two fleets may use the same ids; the fleets must have the same columns
+    (DataError naming the one that differs)."""
+    first = fleets[0]
+    columns = list(first.frame.columns)
+    frames = []
+    for fleet in fleets:
+        if (fleet.settings, fleet.sensors) != (first.settings, first.sensors):
+            raise DataError(f"its columns differ from {first.source}'s: settings "
+                            f"{list(fleet.settings)} and sensors {list(fleet.sensors)} against "
+                            f"{list(first.settings)} and {list(first.sensors)}; fleets trained "
+                            "together need the same columns", file=fleet.source)
+        missing = [c for c in columns if c not in fleet.frame.columns]
+        if missing:
+            raise DataError(f"lacks column {missing[0]!r}, which {first.source} has",
+                            file=fleet.source)
+        frames.append(fleet.frame[columns])
+    frame = pd.concat(frames, ignore_index=True)
+    # Dense ids in frame order: each fleet is sorted by asset, so the joined frame is too.
+    starts = np.cumsum([0] + [f.n_assets for f in fleets[:-1]])
+    codes = [pd.factorize(f.frame[ASSET_ID])[0] + start for f, start in zip(fleets, starts,
+                                                                            strict=True)]
+    frame[ASSET_ID] = np.concatenate(codes).astype(np.int64)
+    return Fleet(frame, first.settings, first.sensors,
+                 " + ".join(fleet.source for fleet in fleets))

@@ -238,3 +238,21 @@ def test_train_from_a_csv_fleet_file(sim, tmp_path: Path, capsys) -> None:
     assert card["training_data"]["n_assets"] == sim.train.n_assets
     assert card["features"] == [c for c in card["features"] if c in sim.train.frame.columns]
     assert (run / "model.ckpt").is_file() and "validation engines" in capsys.readouterr().out
+
+
+def test_train_names_the_extra_training_fleets_it_adds(sim, tmp_path: Path, capsys) -> None:
+    fleet, extra = tmp_path / "fleet.csv", tmp_path / "sibling.csv"
+    sim.train.frame.to_csv(fleet, index=False)
+    sim.train.frame.head(len(sim.train.frame) // 2).to_csv(extra, index=False)
+    (tmp_path / "c.yaml").write_text(f"data:\n  folds: 1\n  extra_training: ['{extra}']\n"
+                                     "model:\n  hidden: 16\n")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(fleet), "--out", str(run), "--max-epochs", "1",
+                 "--config", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    assert f"training also on {extra} (data.extra_training" in capsys.readouterr().err
+    card = json.loads((run / "model_card.json").read_text())
+    assert [f["source"] for f in card["training_data"]["extra_training"]] == [str(extra)]
+    (tmp_path / "c.yaml").write_text("data:\n  extra_training: [missing.csv]\n")
+    assert main(["train", "--data", str(fleet), "--out", str(tmp_path / "other"),
+                 "--config", str(tmp_path / "c.yaml")]) == 2
+    assert "missing.csv" in capsys.readouterr().err and not (tmp_path / "other").exists()

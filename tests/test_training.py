@@ -15,8 +15,10 @@ import torch
 
 from rul.errors import ConfigError, DataError, RulError
 from rul.evaluation import evaluate
+from rul.loaders import load_extra_training
 from rul.metrics import rmse
 from rul.schema import ASSET_ID
+from rul.split import join_fleets
 from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
@@ -595,3 +597,66 @@ def test_a_seed_gives_the_same_run_twice(sim, tmp_path: Path) -> None:
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert first_metrics == again_metrics
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_extra_training_fleets_join_every_networks_training_and_never_validation(
+        sim, sim_dir: Path) -> None:
+    extra = sim_dir / "extra.csv"
+    # Another fleet with the same columns and the same asset ids 1..n (ids must not collide).
+    sim.train.frame.assign(sensor_2=sim.train.frame["sensor_2"] + 0.5).to_csv(extra, index=False)
+    config = replace(default_config("SIM").data, folds=3, extra_training=[str(extra)])
+    plain = fold_datamodules(sim.train, replace(config, extra_training=()), 64, 0)
+    joined = fold_datamodules(sim.train, config, 64, 0,
+                              load_extra_training(config.extra_training))
+    total = sim.train.n_assets
+    for before, after in zip(plain, joined, strict=True):
+        assert after.train_fleet.n_assets == before.train_fleet.n_assets + total
+        assert after.val_fleet.frame.equals(before.val_fleet.frame)  # validation unchanged
+        assert len(after.val_set) == len(before.val_set)
+        lengths = sim.train.lengths()  # the extra fleet's, too
+        added = lengths.sum() if config.padded_windows else (lengths - config.window + 1).sum()
+        assert len(after.train_set) == len(before.train_set) + added
+    # The inputs and their normalisation come from the fleet's own assets alone.
+    assert joined[0].preprocessing.to_dict() == plain[0].preprocessing.to_dict()
+
+
+def test_a_run_with_extra_training_records_it_and_validates_on_its_own_fleet(
+        sim, sim_dir: Path, tmp_path: Path) -> None:
+    config = merge(tiny_config(max_epochs=2), {"data": {"folds": 2, "extra_training": ["SIM"]}})
+    run = train_run(sim.train, config, tmp_path / "run", progress=False, data_dir=sim_dir)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validation"]["n_assets"] == sim.train.n_assets  # not the extra engines
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["config"]["data"]["extra_training"] == ["SIM"]
+    fingerprint = card["training_data"]
+    assert fingerprint["n_assets"] == sim.train.n_assets
+    assert [f["n_assets"] for f in fingerprint["extra_training"]] == [sim.train.n_assets]
+    assert RunConfig.load(run / "config.yaml").data.extra_training == ("SIM",)
+    with pytest.raises(DataError, match=r"data.extra_training names 'FD009', read as a C-MAPSS "
+                                        r"subset .*no train_FD009"):
+        train_run(sim.train, merge(config, {"data": {"extra_training": ["FD009"]}}),
+                  tmp_path / "other", progress=False, data_dir=sim_dir)
+    assert not (tmp_path / "other").exists()
+
+
+def test_extra_training_is_checked() -> None:
+    from rul.config import DataConfig
+
+    assert DataConfig(extra_training=["FD002"]).extra_training == ("FD002",)
+    assert DataConfig(extra_training=["FD002"]).to_dict()["extra_training"] == ["FD002"]
+    with pytest.raises(ConfigError, match="extra_training must be a list of C-MAPSS subset"):
+        DataConfig(extra_training="FD002")
+    with pytest.raises(ConfigError, match="extra_training must be a list"):
+        DataConfig(extra_training=["FD002", ""])
+    with pytest.raises(ConfigError, match="extra_training names a fleet twice"):
+        DataConfig(extra_training=["FD002", "FD002"])
+
+
+def test_fleets_joined_for_training_get_their_own_asset_ids(sim) -> None:
+    joined = join_fleets([sim.train, sim.train])
+    n = sim.train.n_assets
+    assert list(joined.asset_ids) == list(range(2 * n))
+    assert joined.lengths().tolist() == sim.train.lengths().tolist() * 2
+    other = replace(sim.train, sensors=sim.train.sensors[:-1], source="other.csv")
+    with pytest.raises(DataError, match="other.csv.*columns differ"):
+        join_fleets([sim.train, other])

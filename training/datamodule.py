@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from rul.config import DataConfig
 from rul.fleet import Fleet
 from rul.preprocessing import Preprocessing, fit_preprocessing
-from rul.split import fold_assets, split_assets
+from rul.split import fold_assets, join_fleets, split_assets
 from rul.targets import capped, failure_label, rul_per_row
 from rul.windowing import Windows, make_windows
 
@@ -102,13 +102,17 @@ class RulDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_size=max(self.batch_size, 1024), collate_fn=stacked)
 
 
-def fold_datamodules(fleet: Fleet, config: DataConfig, batch_size: int,
-                     seed: int) -> list[RulDataModule]:
+def fold_datamodules(fleet: Fleet, config: DataConfig, batch_size: int, seed: int,
+                     extra: list[Fleet] | None = None) -> list[RulDataModule]:
     """One data module per network of the run: the single split (folds = 1) or one per fold.
+    `extra` (data.extra_training's fleets) joins every network's training assets.
 
-    The preprocessing is fitted once, on the assets the networks train on: the training split,
-    or with folds the whole fleet (one normalisation serves every member of the exported graph;
-    it is unsupervised, so no fold sees another's targets)."""
+    The preprocessing is fitted once, on the fleet's assets the networks train on: the
+    training split, or with folds the whole fleet (one normalisation serves every member of the
+    exported graph; it is unsupervised, so no fold sees another's targets). Extra fleets add
+    training windows, not inputs: the model reads the sensors chosen on its own fleet, so it
+    takes the same readings as without them (docs/ACCURACY.md)."""
+    extra = extra or []
     if config.folds == 1:
         splits = [split_assets(fleet, config.validation_fraction, config.seed)]
         preprocessing = fit_preprocessing(splits[0][0], config)
@@ -116,5 +120,6 @@ def fold_datamodules(fleet: Fleet, config: DataConfig, batch_size: int,
         splits = fold_assets(fleet, config.folds, config.seed)
         preprocessing = fit_preprocessing(fleet, config)
     # Each fold's network gets its own seed for batch order.
-    return [RulDataModule(train, val, preprocessing, config, batch_size, seed + k)
+    return [RulDataModule(join_fleets([train, *extra]) if extra else train, val, preprocessing,
+                          config, batch_size, seed + k)
             for k, (train, val) in enumerate(splits)]

@@ -29,6 +29,7 @@ from rul.errors import ConfigError, RulError
 from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
 from rul.io import atomic_write, make_folder, write_json
+from rul.loaders import load_extra_training
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction, Predictor
 from rul.split import fold_assets, select_assets, truncate_assets
@@ -49,20 +50,27 @@ VALIDATION_CUTS = 10
 
 
 def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str = "model",
-              resume: bool = False, progress: bool = True) -> Path:
-    """Train, select the best epoch on validation engines, calibrate, and write the run dir."""
-    check_run_to_failure(fleet)
+              resume: bool = False, progress: bool = True,
+              data_dir: Path | str | None = None) -> Path:
+    """Train, select the best epoch on validation engines, calibrate, and write the run dir.
+    `data_dir`: where data.extra_training's C-MAPSS subsets are read (default:
+    `default_cmapss_dir()`)."""
+    extra = load_extra_training(config.data.extra_training, data_dir)
+    for training_fleet in (fleet, *extra):
+        check_run_to_failure(training_fleet)
     with flushed_denormals():
-        return _train_run(fleet, config, out_dir, name=name, resume=resume, progress=progress)
+        return _train_run(fleet, extra, config, out_dir, name=name, resume=resume,
+                          progress=progress)
 
 
-def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str,
-               resume: bool, progress: bool) -> Path:
+def _train_run(fleet: Fleet, extra: list[Fleet], config: RunConfig, out_dir: Path | str, *,
+               name: str, resume: bool, progress: bool) -> Path:
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     make_folder(out_dir)
     try:
-        return _train_into(fleet, config, out_dir, name=name, resume=resume, progress=progress)
+        return _train_into(fleet, extra, config, out_dir, name=name, resume=resume,
+                           progress=progress)
     except BaseException:
         # A run that failed before saving any checkpoint has nothing to resume: leave no
         # folder behind that a second attempt would take for an earlier run.
@@ -71,12 +79,12 @@ def _train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: st
         raise
 
 
-def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, resume: bool,
-                progress: bool) -> Path:
+def _train_into(fleet: Fleet, extra: list[Fleet], config: RunConfig, out_dir: Path, *,
+                name: str, resume: bool, progress: bool) -> Path:
     t = config.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    datamodules = fold_datamodules(fleet, config.data, t.batch_size, t.seed)
+    datamodules = fold_datamodules(fleet, config.data, t.batch_size, t.seed, extra)
     dirs = network_dirs(out_dir, len(datamodules))
     if resume and not any((d / LAST).is_file() for d in dirs):
         if (out_dir / LAST).is_file():
@@ -94,7 +102,7 @@ def _train_into(fleet: Fleet, config: RunConfig, out_dir: Path, *, name: str, re
                         finished_marker=len(dirs) > 1)
             for k, (dm, d) in enumerate(zip(datamodules, dirs, strict=True))]
     if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
-        finish_run(best, datamodules, fleet, config, out_dir, name)
+        finish_run(best, datamodules, fleet, config, out_dir, name, extra)
     return out_dir
 
 
@@ -203,7 +211,8 @@ def _trainer(t: TrainConfig, out_dir: Path | str, progress: bool, callbacks: lis
 
 
 def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fleet: Fleet,
-               config: RunConfig, out_dir: Path, name: str) -> None:
+               config: RunConfig, out_dir: Path, name: str,
+               extra: list[Fleet] | None = None) -> None:
     """Join the networks' best epochs into one model, calibrate it (failure temperature,
     interval offset) and write the run's files.
 
@@ -237,7 +246,8 @@ def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fl
         history = pd.concat([h.assign(fold=k) for k, h in enumerate(histories)])
         history = history[["fold", *histories[0].columns]]
     card = build_model_card(name=name, preprocessing=datamodules[0].preprocessing,
-                            config=config.to_dict(), fingerprint=fleet_fingerprint(fleet),
+                            config=config.to_dict(), fingerprint=training_fingerprint(fleet,
+                                                                                      extra),
                             calibration={"failure_temperature": temperature,
                                          "interval_offset": offset},
                             metrics=metrics,
@@ -247,6 +257,14 @@ def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fl
     write_json(out_dir / "model_card.json", card)
     write_json(out_dir / "metrics.json", metrics)
     history.to_csv(out_dir / "history.csv", index=False)
+
+
+def training_fingerprint(fleet: Fleet, extra: list[Fleet] | None = None) -> dict[str, Any]:
+    """The card's `training_data`: the fleet's fingerprint, with data.extra_training's."""
+    fingerprint = fleet_fingerprint(fleet)
+    if extra:
+        fingerprint["extra_training"] = [fleet_fingerprint(f) for f in extra]
+    return fingerprint
 
 
 def join_networks(networks: list[RulModule]) -> RulModule:
