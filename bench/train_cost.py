@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import pytorch_lightning as pl
 import torch
 
-from rul.loaders import default_cmapss_dir, load_cmapss
+from rul.loaders import default_cmapss_dir, load_cmapss, load_extra_training
 from training.config import BACKBONES, RunConfig, default_config, merge
 from training.datamodule import RulDataModule, fold_datamodules
 from training.module import RulModule, build_optimizer, multitask_loss, step_schedule
@@ -309,8 +309,9 @@ def main(argv: list[str] | None = None) -> None:
         # backbone, so they are timed on the same windows; a cross-fitted run trains one such
         # network per fold.
         config = bench_config(subset, args.backbones[0], args.epochs, args.seed)
+        extra = load_extra_training(config.data.extra_training, data_dir)
         datamodule = fold_datamodules(fleet, config.data, config.train.batch_size,
-                                      config.train.seed)[0]
+                                      config.train.seed, extra)[0]
         for backbone in args.backbones:
             print("\n".join(bench_backbone(subset, backbone, datamodule, args)), flush=True)
     print(f"\ntorch threads after the runs: {torch.get_num_threads()}, {load_average()}")

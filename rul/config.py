@@ -60,11 +60,12 @@ class DataConfig:
     """Further run-to-failure fleets whose assets join every network's training set and are
     never validated on: early stopping, calibration and the validation metrics see only the
     fleet being trained. They add training windows, not inputs: the sensors and their
-    normalisation are fitted on the fleet's own assets. C-MAPSS subset names (read from the
-    fleet's C-MAPSS directory) or fleet files (CSV, Parquet, C-MAPSS text) with the fleet's
-    columns. For fleets of the same kind of asset, operating conditions and failure modes:
-    FD001's and FD003's engines share one condition and the HPC fault (docs/ACCURACY.md,
-    "Training on the sibling subset's engines")."""
+    normalisation are fitted on the fleet's own assets. C-MAPSS subset names (their train
+    files, read from `rul train --data` when it is a directory, else from $RUL_CMAPSS_DIR) or
+    fleet files (CSV, Parquet, C-MAPSS text) with the fleet's settings and sensors; assets
+    identical to the fleet's are refused. For fleets of the same kind of asset, operating
+    conditions and failure modes: FD001's and FD003's engines share one condition and the HPC
+    fault (docs/ACCURACY.md, "Training on the sibling subset's engines")."""
     seed: int = 0
     """Seed of the asset split and the condition discovery."""
 

@@ -69,6 +69,45 @@ def load_cmapss(directory: Path | str, subset: str) -> CmapssSubset:
     The test file and the RUL file are optional; a RUL file without a test file is an error.
     """
     directory = Path(directory)
+    train_path = _train_file(directory, subset)
+    test_path = _find(directory, f"test_{subset}")
+    rul_path = _find(directory, f"RUL_{subset}")
+    train = read_cmapss_file(train_path)
+    test = read_cmapss_file(test_path) if test_path else None
+    if rul_path is not None and test is None:
+        raise DataError(f"labels without a test_{subset} file", file=str(rul_path))
+    test_rul = read_rul_file(rul_path, test.n_assets) if rul_path and test else None
+    return CmapssSubset(subset, train, test, test_rul, rul_path if test_rul is not None else None)
+
+
+FLEET_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt", ".txt.gz")
+"""The file names `read_fleet` reads."""
+
+
+def load_extra_training(names: Sequence[str], directory: Path | str | None = None
+                        ) -> list[Fleet]:
+    """The fleets `data.extra_training` names: a name with a path separator or a fleet file's
+    suffix is read as a fleet file (relative to the working directory), any other as the
+    training engines (only the train file) of that C-MAPSS subset in `directory` (default:
+    `default_cmapss_dir()`)."""
+    fleets = []
+    for name in names:
+        is_file = "/" in name or "\\" in name or name.lower().endswith(FLEET_SUFFIXES)
+        try:
+            fleets.append(read_fleet(name) if is_file else read_cmapss_file(
+                _train_file(Path(directory or default_cmapss_dir()), name)))
+        except DataError as exc:
+            kind = "a fleet file" if is_file else ("a C-MAPSS subset (a fleet file needs its "
+                                                   "suffix or a path)")
+            raise DataError(f"data.extra_training names {name!r}, read as {kind}: "
+                            f"{exc.message} (a --config file with data: {{extra_training: "
+                            "[]}} trains without it)", file=exc.file, line=exc.line,
+                            row=exc.row, asset=exc.asset, column=exc.column) from None
+    return fleets
+
+
+def _train_file(directory: Path, subset: str) -> Path:
+    """The path of `train_<subset>` in a C-MAPSS directory (DataError when there is none)."""
     if not directory.is_dir():
         what = "is a file, not a C-MAPSS directory" if directory.exists() else (
             "no such file or directory")
@@ -81,36 +120,7 @@ def load_cmapss(directory: Path | str, subset: str) -> CmapssSubset:
         available = sorted(p.name for p in directory.glob("train_*"))
         raise DataError(f"no train_{subset}.txt or .txt.gz here; found {available}",
                         file=str(directory))
-    test_path = _find(directory, f"test_{subset}")
-    rul_path = _find(directory, f"RUL_{subset}")
-    train = read_cmapss_file(train_path)
-    test = read_cmapss_file(test_path) if test_path else None
-    if rul_path is not None and test is None:
-        raise DataError(f"labels without a test_{subset} file", file=str(rul_path))
-    test_rul = read_rul_file(rul_path, test.n_assets) if rul_path and test else None
-    return CmapssSubset(subset, train, test, test_rul, rul_path if test_rul is not None else None)
-
-
-FLEET_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt", ".txt.gz")
-
-
-def load_extra_training(names: Sequence[str], directory: Path | str | None = None
-                        ) -> list[Fleet]:
-    """The fleets `data.extra_training` names: a name with a path separator or a fleet file's
-    suffix is read as a fleet file, any other as the training engines of that C-MAPSS subset
-    in `directory` (default: `default_cmapss_dir()`)."""
-    fleets = []
-    for name in names:
-        if "/" in name or "\\" in name or name.lower().endswith(FLEET_SUFFIXES):
-            fleets.append(read_fleet(name))
-            continue
-        try:
-            fleets.append(load_cmapss(directory or default_cmapss_dir(), name).train)
-        except DataError as exc:
-            raise DataError(f"data.extra_training names {name!r}, read as a C-MAPSS subset (a "
-                            f"fleet file needs its suffix or a path): {exc.message}",
-                            file=exc.file) from None
-    return fleets
+    return train_path
 
 
 def read_cmapss_file(path: Path | str) -> Fleet:
@@ -166,8 +176,8 @@ def read_fleet(path: Path | str, columns: FleetColumns | None = None) -> Fleet:
         except Exception as exc:  # pyarrow raises its own types for a damaged file
             raise locator.error(f"not a readable Parquet file ({exc})") from None
     else:
-        raise DataError("unknown file type; expected .csv, .csv.gz, .parquet, .pq, .txt or "
-                        ".txt.gz", file=str(path))
+        raise DataError(f"unknown file type; expected one of {', '.join(FLEET_SUFFIXES)}",
+                        file=str(path))
     return _columns_to_fleet(raw, columns or FleetColumns(), locator)
 
 

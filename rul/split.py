@@ -7,7 +7,7 @@ import pandas as pd
 
 from rul.errors import DataError
 from rul.fleet import Fleet
-from rul.schema import ASSET_ID
+from rul.schema import ASSET_ID, CYCLE
 
 
 def split_assets(fleet: Fleet, validation_fraction: float, seed: int) -> tuple[Fleet, Fleet]:
@@ -75,22 +75,19 @@ def life_fractions(test: Fleet, test_rul: np.ndarray) -> np.ndarray:
 
 
 def join_fleets(fleets: list[Fleet]) -> Fleet:
-    """Several fleets' assets as one training fleet (their order kept). Asset ids become
-    0..n-1, as two fleets may use the same ids; the fleets must have the same columns
-    (DataError naming the one that differs)."""
+    """Several fleets' assets as one training fleet (their order kept): asset_id, cycle and
+    the first fleet's settings and sensors, in its column order. Asset ids become 0..n-1, as
+    two fleets may use the same ids. DataError names a fleet whose settings or sensors differ."""
     first = fleets[0]
-    columns = list(first.frame.columns)
+    columns = [ASSET_ID, CYCLE, *first.settings, *first.sensors]
     frames = []
     for fleet in fleets:
-        if (fleet.settings, fleet.sensors) != (first.settings, first.sensors):
+        if (set(fleet.settings), set(fleet.sensors)) != (set(first.settings),
+                                                         set(first.sensors)):
             raise DataError(f"its columns differ from {first.source}'s: settings "
                             f"{list(fleet.settings)} and sensors {list(fleet.sensors)} against "
                             f"{list(first.settings)} and {list(first.sensors)}; fleets trained "
-                            "together need the same columns", file=fleet.source)
-        missing = [c for c in columns if c not in fleet.frame.columns]
-        if missing:
-            raise DataError(f"lacks column {missing[0]!r}, which {first.source} has",
-                            file=fleet.source)
+                            "together need the same settings and sensors", file=fleet.source)
         frames.append(fleet.frame[columns])
     frame = pd.concat(frames, ignore_index=True)
     # Dense ids in frame order: each fleet is sorted by asset, so the joined frame is too.
@@ -100,3 +97,17 @@ def join_fleets(fleets: list[Fleet]) -> Fleet:
     frame[ASSET_ID] = np.concatenate(codes).astype(np.int64)
     return Fleet(frame, first.settings, first.sensors,
                  " + ".join(fleet.source for fleet in fleets))
+
+
+def shared_assets(fleet: Fleet, other: Fleet) -> list[tuple[object, object]]:
+    """(asset of `fleet`, asset of `other`) pairs whose readings are identical: cycles,
+    settings and sensors row for row, whatever their ids."""
+    def signatures(f: Fleet) -> dict[bytes, object]:
+        columns = [CYCLE, *sorted(f.settings), *sorted(f.sensors)]
+        rows = pd.util.hash_pandas_object(f.frame[columns], index=False).to_numpy()
+        ends = np.cumsum(f.lengths())
+        return {rows[end - n:end].tobytes(): asset
+                for asset, n, end in zip(f.asset_ids, f.lengths(), ends, strict=True)}
+
+    mine = signatures(fleet)
+    return [(mine[key], asset) for key, asset in signatures(other).items() if key in mine]

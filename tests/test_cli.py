@@ -243,7 +243,10 @@ def test_train_from_a_csv_fleet_file(sim, tmp_path: Path, capsys) -> None:
 def test_train_names_the_extra_training_fleets_it_adds(sim, tmp_path: Path, capsys) -> None:
     fleet, extra = tmp_path / "fleet.csv", tmp_path / "sibling.csv"
     sim.train.frame.to_csv(fleet, index=False)
-    sim.train.frame.head(len(sim.train.frame) // 2).to_csv(extra, index=False)
+    frame = sim.train.frame  # half the engines, whole (each run to its failure), other ids
+    frame[frame.asset_id <= frame.asset_id.max() // 2].assign(
+        asset_id=lambda f: f.asset_id + 1000, sensor_2=lambda f: f.sensor_2 + 0.5
+    ).to_csv(extra, index=False)
     (tmp_path / "c.yaml").write_text(f"data:\n  folds: 1\n  extra_training: ['{extra}']\n"
                                      "model:\n  hidden: 16\n")
     run = tmp_path / "run"
@@ -255,4 +258,6 @@ def test_train_names_the_extra_training_fleets_it_adds(sim, tmp_path: Path, caps
     (tmp_path / "c.yaml").write_text("data:\n  extra_training: [missing.csv]\n")
     assert main(["train", "--data", str(fleet), "--out", str(tmp_path / "other"),
                  "--config", str(tmp_path / "c.yaml")]) == 2
-    assert "missing.csv" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    err = capsys.readouterr().err
+    assert "data.extra_training names 'missing.csv', read as a fleet file" in err
+    assert "file not found" in err and not (tmp_path / "other").exists()

@@ -18,7 +18,8 @@ from rul.evaluation import evaluate
 from rul.loaders import load_extra_training
 from rul.metrics import rmse
 from rul.schema import ASSET_ID
-from rul.split import join_fleets
+from rul.simulate import SimulationConfig, simulate_fleet, write_cmapss
+from rul.split import join_fleets, shared_assets
 from rul.targets import capped, rul_per_row
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import load_checkpoint
@@ -603,7 +604,8 @@ def test_extra_training_fleets_join_every_networks_training_and_never_validation
         sim, sim_dir: Path) -> None:
     extra = sim_dir / "extra.csv"
     # Another fleet with the same columns and the same asset ids 1..n (ids must not collide).
-    sim.train.frame.assign(sensor_2=sim.train.frame["sensor_2"] + 0.5).to_csv(extra, index=False)
+    sibling = sim.train.frame.assign(sensor_2=sim.train.frame["sensor_2"] + 0.5)
+    sibling.to_csv(extra, index=False)
     config = replace(default_config("SIM").data, folds=3, extra_training=[str(extra)])
     plain = fold_datamodules(sim.train, replace(config, extra_training=()), 64, 0)
     joined = fold_datamodules(sim.train, config, 64, 0,
@@ -616,27 +618,61 @@ def test_extra_training_fleets_join_every_networks_training_and_never_validation
         lengths = sim.train.lengths()  # the extra fleet's, too
         added = lengths.sum() if config.padded_windows else (lengths - config.window + 1).sum()
         assert len(after.train_set) == len(before.train_set) + added
+        # The fold's own training assets, then the extra fleet, row for row.
+        train = after.train_fleet.frame
+        own = len(before.train_fleet.frame)
+        assert np.array_equal(train["sensor_2"].to_numpy()[own:], sibling["sensor_2"].to_numpy())
+        assert np.array_equal(train["sensor_2"].to_numpy()[:own],
+                              before.train_fleet.frame["sensor_2"].to_numpy())
+        assert shared_assets(after.val_fleet, after.train_fleet) == []
     # The inputs and their normalisation come from the fleet's own assets alone.
     assert joined[0].preprocessing.to_dict() == plain[0].preprocessing.to_dict()
+    with pytest.raises(ConfigError, match="load them with rul.loaders.load_extra_training"):
+        fold_datamodules(sim.train, config, 64, 0)  # named, but not given
+
+
+@pytest.fixture(scope="session")
+def sibling_dir(tmp_path_factory) -> Path:
+    """Another simulated fleet (subset SIB), other engines with the same columns as SIM's."""
+    out = tmp_path_factory.mktemp("sibling")
+    write_cmapss(simulate_fleet(SimulationConfig(assets=10, seed=11)), out, "SIB")
+    return out
 
 
 def test_a_run_with_extra_training_records_it_and_validates_on_its_own_fleet(
-        sim, sim_dir: Path, tmp_path: Path) -> None:
-    config = merge(tiny_config(max_epochs=2), {"data": {"folds": 2, "extra_training": ["SIM"]}})
-    run = train_run(sim.train, config, tmp_path / "run", progress=False, data_dir=sim_dir)
+        sim, sim_dir: Path, sibling_dir: Path, tmp_path: Path) -> None:
+    config = merge(tiny_config(max_epochs=2), {"data": {"folds": 2, "extra_training": ["SIB"]}})
+    run = train_run(sim.train, config, tmp_path / "run", progress=False, data_dir=sibling_dir)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["validation"]["n_assets"] == sim.train.n_assets  # not the extra engines
     card = json.loads((run / "model_card.json").read_text())
-    assert card["config"]["data"]["extra_training"] == ["SIM"]
+    assert card["config"]["data"]["extra_training"] == ["SIB"]
     fingerprint = card["training_data"]
     assert fingerprint["n_assets"] == sim.train.n_assets
-    assert [f["n_assets"] for f in fingerprint["extra_training"]] == [sim.train.n_assets]
-    assert RunConfig.load(run / "config.yaml").data.extra_training == ("SIM",)
+    assert [f["n_assets"] for f in fingerprint["extra_training"]] == [10]
+    assert RunConfig.load(run / "config.yaml").data.extra_training == ("SIB",)
+    # Resuming with other extra engines under the same name is refused.
+    other = tmp_path / "other-sib"
+    write_cmapss(simulate_fleet(SimulationConfig(assets=10, seed=12)), other, "SIB")
+    with pytest.raises(ConfigError, match="was started on other training data"):
+        train_run(sim.train, merge(config, {"train": {"max_epochs": 3}}), run, resume=True,
+                  progress=False, data_dir=other)
     with pytest.raises(DataError, match=r"data.extra_training names 'FD009', read as a C-MAPSS "
                                         r"subset .*no train_FD009"):
         train_run(sim.train, merge(config, {"data": {"extra_training": ["FD009"]}}),
-                  tmp_path / "other", progress=False, data_dir=sim_dir)
-    assert not (tmp_path / "other").exists()
+                  tmp_path / "none", progress=False, data_dir=sim_dir)
+    # The fleet itself as its own extra: its validation engines would be trained on.
+    with pytest.raises(DataError, match="24 of its assets are assets of the fleet being trained"):
+        train_run(sim.train, merge(config, {"data": {"extra_training": ["SIM"]}}),
+                  tmp_path / "none", progress=False, data_dir=sim_dir)
+    # A fleet that cannot join fails inside the run folder, which is then removed.
+    fewer = tmp_path / "fewer.csv"
+    sim.train.frame.drop(columns=["sensor_2"]).assign(asset_id=lambda f: f.asset_id + 100
+                                                      ).to_csv(fewer, index=False)
+    with pytest.raises(DataError, match="columns differ"):
+        train_run(sim.train, merge(config, {"data": {"extra_training": [str(fewer)]}}),
+                  tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()
 
 
 def test_extra_training_is_checked() -> None:
@@ -653,10 +689,16 @@ def test_extra_training_is_checked() -> None:
 
 
 def test_fleets_joined_for_training_get_their_own_asset_ids(sim) -> None:
-    joined = join_fleets([sim.train, sim.train])
+    named = replace(sim.train, frame=sim.train.frame.assign(asset_id=lambda f: "e" + f.asset_id
+                                                            .astype(str).str.zfill(3)))
+    reordered = replace(sim.train, sensors=sim.train.sensors[::-1])  # same columns, other order
+    joined = join_fleets([sim.train, named, reordered])
     n = sim.train.n_assets
-    assert list(joined.asset_ids) == list(range(2 * n))
-    assert joined.lengths().tolist() == sim.train.lengths().tolist() * 2
+    assert list(joined.asset_ids) == list(range(3 * n))
+    assert joined.lengths().tolist() == sim.train.lengths().tolist() * 3
+    assert list(joined.frame.columns[2:]) == [*sim.train.settings, *sim.train.sensors]
+    values = joined.frame[list(sim.train.sensors)].to_numpy()
+    assert np.array_equal(values[2 * len(sim.train.frame):], values[:len(sim.train.frame)])
     other = replace(sim.train, sensors=sim.train.sensors[:-1], source="other.csv")
     with pytest.raises(DataError, match="other.csv.*columns differ"):
         join_fleets([sim.train, other])

@@ -275,19 +275,20 @@ BACKBONE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 # input (SUBSET_DEFAULTS), FD002 then took learning rate 1e-3: 14.37, 14.56, 14.10 against
 # 14.95, 14.70, 14.55 (validation PHM08 931 against 950), then dropout 0.2: 13.86, 14.04, 13.50
 # against 14.37, 14.56, 14.10 (PHM08, which weighs late answers more, 982 against 931).
-def merge_sections(base: dict[str, dict[str, Any]], more: dict[str, dict[str, Any]]
-                   ) -> dict[str, dict[str, Any]]:
-    """Two {section: {field: value}} override tables as one (`more` wins)."""
-    return {section: {**base.get(section, {}), **more.get(section, {})}
-            for section in {**base, **more}}
-
-
 _ONE_CONDITION_CNN: dict[str, dict[str, Any]] = {
     "data": {"window": 60, "padded_windows": True},
     "model": {"dropout": 0.2, "first_stride": 2},
     "train": {"weight_decay": 0.1, "learning_rate": 1e-3},
 }
 """FD001's and FD003's CNN (one operating condition each): chosen on both, above."""
+
+
+def merge_sections(base: dict[str, dict[str, Any]], more: dict[str, dict[str, Any]]
+                   ) -> dict[str, dict[str, Any]]:
+    """Two {section: {field: value}} override tables as one (`more` wins)."""
+    return {section: {**base.get(section, {}), **more.get(section, {})}
+            for section in {**base, **more}}
+
 
 # FD001's and FD003's networks also train on the other's training engines (one operating
 # condition both, the HPC fault both; FD003's the fan's too), never validating on them. Out of

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rul.config import DataConfig
+from rul.errors import ConfigError
 from rul.fleet import Fleet
 from rul.preprocessing import Preprocessing, fit_preprocessing
 from rul.split import fold_assets, join_fleets, split_assets
@@ -112,6 +113,10 @@ def fold_datamodules(fleet: Fleet, config: DataConfig, batch_size: int, seed: in
     exported graph; it is unsupervised, so no fold sees another's targets). Extra fleets add
     training windows, not inputs: the model reads the sensors chosen on its own fleet, so it
     takes the same readings as without them (docs/ACCURACY.md)."""
+    if config.extra_training and extra is None:
+        # Training without them would be another model than the configuration describes.
+        raise ConfigError(f"data.extra_training names {list(config.extra_training)}: load them "
+                          "with rul.loaders.load_extra_training and pass them as `extra`")
     extra = extra or []
     if config.folds == 1:
         splits = [split_assets(fleet, config.validation_fraction, config.seed)]

@@ -25,14 +25,14 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from rul.errors import ConfigError, RulError
+from rul.errors import ConfigError, DataError, RulError, plain
 from rul.evaluation import last_window_predictions, score_last_windows
 from rul.fleet import Fleet
 from rul.io import atomic_write, make_folder, write_json
 from rul.loaders import load_extra_training
 from rul.model_card import build_model_card, fleet_fingerprint
 from rul.predictor import Prediction, Predictor
-from rul.split import fold_assets, select_assets, truncate_assets
+from rul.split import fold_assets, select_assets, shared_assets, truncate_assets
 from rul.targets import check_run_to_failure
 from training.calibration import fit_interval_offset, fit_temperature
 from training.checkpoint import MODEL_FILE, CheckpointPredictor, load_checkpoint
@@ -43,6 +43,8 @@ from training.module import RulModule
 RUN_ENTRIES = ("config.yaml", "model.ckpt", "checkpoints", "logs", "folds")
 """What a run directory holds once a run has started in it (besides its other outputs)."""
 LAST = Path("checkpoints") / "last.ckpt"
+TRAINING_DATA = "training_data.json"
+"""The fingerprint of the data a run started on (its fleet's and extra fleets'), for --resume."""
 FINISHED = "finished.json"
 """A fold's marker once its network has finished training: the best checkpoint's path."""
 VALIDATION_CUTS = 10
@@ -58,6 +60,14 @@ def train_run(fleet: Fleet, config: RunConfig, out_dir: Path | str, *, name: str
     extra = load_extra_training(config.data.extra_training, data_dir)
     for training_fleet in (fleet, *extra):
         check_run_to_failure(training_fleet)
+    for extra_fleet in extra:
+        # Engines trained on and validated on at once would leak into every validation number.
+        shared = shared_assets(fleet, extra_fleet)
+        if shared:
+            raise DataError(f"{len(shared)} of its assets are assets of the fleet being trained "
+                            f"(asset {plain(shared[0][1])} is {fleet.source}'s asset "
+                            f"{plain(shared[0][0])}); data.extra_training must name other "
+                            "assets, which are never validated on", file=extra_fleet.source)
     with flushed_denormals():
         return _train_run(fleet, extra, config, out_dir, name=name, resume=resume,
                           progress=progress)
@@ -91,18 +101,22 @@ def _train_into(fleet: Fleet, extra: list[Fleet], config: RunConfig, out_dir: Pa
             raise ConfigError(f"{out_dir} holds a one-network run; resume it with --folds 1 "
                               f"(this configuration has {len(dirs)} folds)")
         raise FileNotFoundError(f"{out_dir / LAST}: nothing to resume from")
+    fingerprint = training_fingerprint(fleet, extra)
     if resume:
         check_same_run(out_dir, dirs, config, datamodules)
+        check_same_data(out_dir, fingerprint)
     earlier = [n for n in RUN_ENTRIES if (out_dir / n).exists()]
     if earlier and not resume:
         # A fresh run would mix its epochs and checkpoints with the earlier run's.
         raise ConfigError(f"{out_dir} already holds a run ({', '.join(earlier)}): continue it "
                           "with --resume, or train into another directory")
+    if not resume or not (out_dir / TRAINING_DATA).is_file():
+        write_json(out_dir / TRAINING_DATA, fingerprint)
     best = [fit_network(dm, config, d, seed=t.seed + k, resume=resume, progress=progress,
                         finished_marker=len(dirs) > 1)
             for k, (dm, d) in enumerate(zip(datamodules, dirs, strict=True))]
     if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
-        finish_run(best, datamodules, fleet, config, out_dir, name, extra)
+        finish_run(best, datamodules, fleet, config, out_dir, name, fingerprint)
     return out_dir
 
 
@@ -122,6 +136,24 @@ def check_same_run(out_dir: Path, dirs: list[Path], config: RunConfig,
             raise ConfigError(f"{out_dir} was started on other training data (its "
                               "preprocessing statistics differ): resume it with the data it "
                               "started on, or train into another directory")
+
+
+def check_same_data(out_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """A resumed run trains on the data it started on, extra fleets included (ConfigError)."""
+    path = out_dir / TRAINING_DATA
+    if not path.is_file():  # a run started before the file existed
+        return
+    started = json.loads(path.read_text())
+    if _identity(started) != _identity(fingerprint):
+        raise ConfigError(f"{out_dir} was started on other training data ({path.name}: "
+                          f"{_identity(started)}; now {_identity(fingerprint)}): resume it "
+                          "with the data it started on, or train into another directory")
+
+
+def _identity(fingerprint: dict[str, Any]) -> list[tuple[str, int]]:
+    # The data's hash and size, not where it was read from (a run may move).
+    return [(f["sha256"], f["n_rows"]) for f in (fingerprint,
+                                                 *fingerprint.get("extra_training", []))]
 
 
 def _check_same_config(out_dir: Path, saved: RunConfig, config: RunConfig) -> None:
@@ -212,7 +244,7 @@ def _trainer(t: TrainConfig, out_dir: Path | str, progress: bool, callbacks: lis
 
 def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fleet: Fleet,
                config: RunConfig, out_dir: Path, name: str,
-               extra: list[Fleet] | None = None) -> None:
+               fingerprint: dict[str, Any] | None = None) -> None:
     """Join the networks' best epochs into one model, calibrate it (failure temperature,
     interval offset) and write the run's files.
 
@@ -246,8 +278,8 @@ def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fl
         history = pd.concat([h.assign(fold=k) for k, h in enumerate(histories)])
         history = history[["fold", *histories[0].columns]]
     card = build_model_card(name=name, preprocessing=datamodules[0].preprocessing,
-                            config=config.to_dict(), fingerprint=training_fingerprint(fleet,
-                                                                                      extra),
+                            config=config.to_dict(),
+                            fingerprint=fingerprint or training_fingerprint(fleet),
                             calibration={"failure_temperature": temperature,
                                          "interval_offset": offset},
                             metrics=metrics,
