@@ -116,7 +116,7 @@ def _train_into(fleet: Fleet, extra: list[Fleet], config: RunConfig, out_dir: Pa
                         finished_marker=len(dirs) > 1)
             for k, (dm, d) in enumerate(zip(datamodules, dirs, strict=True))]
     if all(path is not None for path in best):  # rank zero (other DDP ranks get None)
-        finish_run(best, datamodules, fleet, config, out_dir, name, fingerprint)
+        finish_run(best, datamodules, config, out_dir, name, fingerprint)
     return out_dir
 
 
@@ -242,9 +242,9 @@ def _trainer(t: TrainConfig, out_dir: Path | str, progress: bool, callbacks: lis
     )
 
 
-def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fleet: Fleet,
+def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule],
                config: RunConfig, out_dir: Path, name: str,
-               fingerprint: dict[str, Any] | None = None) -> None:
+               fingerprint: dict[str, Any]) -> None:
     """Join the networks' best epochs into one model, calibrate it (failure temperature,
     interval offset) and write the run's files.
 
@@ -279,7 +279,7 @@ def finish_run(best_checkpoints: list[str], datamodules: list[RulDataModule], fl
         history = history[["fold", *histories[0].columns]]
     card = build_model_card(name=name, preprocessing=datamodules[0].preprocessing,
                             config=config.to_dict(),
-                            fingerprint=fingerprint or training_fingerprint(fleet),
+                            fingerprint=fingerprint,
                             calibration={"failure_temperature": temperature,
                                          "interval_offset": offset},
                             metrics=metrics,
