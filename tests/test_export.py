@@ -334,7 +334,8 @@ def test_fused_cnn_members_compute_what_the_members_do() -> None:
     from training.network import RulNetwork
 
     torch.manual_seed(0)
-    network = RulNetwork(18, 20, 125, ModelConfig(hidden=8, members=4)).eval()
+    network = RulNetwork(18, 20, 125, ModelConfig(hidden=8, members=4, first_stride=2,
+                                                  later_stride=2)).eval()
     x = torch.randn(5, 20, 18)
     fused = FusedCNNMembers(list(network.members), network.rul_cap)
     with torch.no_grad():

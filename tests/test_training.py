@@ -139,14 +139,18 @@ def test_answers_are_clipped_to_the_target_range_at_inference_only() -> None:
 
 
 @pytest.mark.parametrize("window", [20, 21])
-def test_a_strided_first_convolution_reads_the_window_at_half_resolution(window: int) -> None:
+@pytest.mark.parametrize("later_stride", [1, 2])
+def test_strided_convolutions_read_the_window_at_lower_resolution(window: int,
+                                                                  later_stride: int) -> None:
     from training.backbones import CNNBackbone
 
     torch.manual_seed(0)
-    backbone = CNNBackbone(6, window, ModelConfig(hidden=8, first_stride=2)).eval()
+    backbone = CNNBackbone(6, window, ModelConfig(hidden=8, first_stride=2,
+                                                  later_stride=later_stride)).eval()
     first, second = (m for m in backbone.convolutions if isinstance(m, torch.nn.Conv1d))
-    assert first.stride == (2,) and second.stride == (1,)
+    assert first.stride == (2,) and second.stride == (later_stride,)
     steps = (window + 1) // 2  # kernel 5, padding 2: centred on every other cycle
+    steps = (steps + 1) // 2 if later_stride == 2 else steps
     assert backbone.dense[1].in_features == 8 * steps
     x = torch.randn(4, window, 6)
     # The exported path (1xK Conv2d) against plain Conv1d on [B, F, W].
@@ -158,6 +162,8 @@ def test_a_strided_first_convolution_reads_the_window_at_half_resolution(window:
         torch.testing.assert_close(backbone(x), backbone.dense(h))
     with pytest.raises(ValueError, match="model.first_stride must be a positive integer"):
         ModelConfig(first_stride=0)
+    with pytest.raises(ValueError, match="model.later_stride must be a positive integer"):
+        ModelConfig(later_stride=0)
 
 
 def test_members_are_averaged_into_one_answer() -> None:

@@ -22,7 +22,7 @@ class CNNBackbone(nn.Module):
         blocks: list[nn.Module] = []
         channels, length = n_inputs, window
         for layer in range(config.layers):
-            stride = config.first_stride if layer == 0 else 1
+            stride = config.first_stride if layer == 0 else config.later_stride
             blocks += [nn.Conv1d(channels, config.hidden, config.kernel_size, stride=stride,
                                  padding=config.kernel_size // 2), nn.ReLU()]
             channels = config.hidden
