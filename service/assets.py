@@ -20,7 +20,7 @@ from rul.windowing import make_windows
 from service import alerts, storage
 from service.errors import ApiError, bad_request
 from service.models import ModelRegistry
-from service.predict import InferenceObserver, answers, no_observer, run_model
+from service.predict import InferenceObserver, model_answers, no_observer
 from service.requests import (
     MAX_CYCLE,
     check_unknown_query,
@@ -128,9 +128,8 @@ def _forecast_cycles(conn: Any, registry: ModelRegistry, name: str, asset_id: st
     windows = make_windows(values, np.array([len(values)]), forecaster.window, ends="every")
     tail_cycles = [cycle for cycle, _ in tail]
     wanted = [tail_cycles.index(c) for c in targets]
-    prediction = run_model(forecaster, name, windows.array()[wanted], observe, "readings",
-                           [f"the window ending at cycle {c}" for c in targets])
-    items = answers(forecaster, prediction, windows.padded[wanted])
+    items = model_answers(forecaster, name, windows.array()[wanted], windows.padded[wanted],
+                          observe, "readings", [f"the window ending at cycle {c}" for c in targets])
     return [{"asset_id": asset_id, "cycle": cycle, "model": name,
              "model_version": forecaster.version, "created_at": now, **item}
             for cycle, item in zip(targets, items, strict=True)]

@@ -6,8 +6,9 @@ An answer for one window is `{"rul", "rul_quantiles": {"0.1": ...}, "failure_pro
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from service.requests import (
     asset_id_value,
     npy_windows,
     parse_json,
+    plain_readings_body,
     readings_matrix,
     require_object,
     subfield,
@@ -34,38 +36,43 @@ def no_observer(model: str, windows: int, seconds: float) -> None:
     return None
 
 
-def run_model(forecaster: Forecaster, name: str, windows: np.ndarray,
-              observe: InferenceObserver = no_observer, field: str = "readings",
-              labels: list[str] | None = None) -> Prediction:
-    """The model on checked windows; 422 when its outputs are not finite (readings such as
-    1e38 are valid float32 but overflow the network), so no answer or forecast holds null."""
+def model_answers(forecaster: Forecaster, name: str, windows: np.ndarray, padded: Sequence[int],
+                  observe: InferenceObserver = no_observer, field: str = "readings",
+                  labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """The model on checked windows: one answer dict per window. 422 when its outputs are not
+    finite (readings such as 1e38 are valid float32 but overflow the network), so no answer
+    or forecast holds null."""
     start = time.perf_counter()
     prediction = forecaster.predict_windows(windows)
     observe(name, len(windows), time.perf_counter() - start)
-    finite = (np.isfinite(prediction.rul) & np.isfinite(prediction.failure_probability)
-              & np.isfinite(prediction.rul_quantiles).all(axis=1))
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        where = field if len(windows) == 1 or labels else f"{field}[{bad}]"
-        what = f"{where} ({labels[bad]})" if labels else where
-        raise ApiError(422, f"the model's outputs are not finite for {what}: its readings are "
-                       f"far outside the range model {name!r} was trained on (largest "
-                       f"magnitude {float(np.abs(windows[bad]).max()):.3g})", where)
-    return prediction
-
-
-def answers(forecaster: Forecaster, prediction: Prediction, padded: np.ndarray
-            ) -> list[dict[str, Any]]:
-    """One answer dict per predicted window."""
-    levels = [f"{q:g}" for q in forecaster.quantiles]
-    horizon = forecaster.horizon
     rul = prediction.rul.tolist()
     quantiles = prediction.rul_quantiles.tolist()
     probability = prediction.failure_probability.tolist()
-    padded_list = np.asarray(padded).tolist()
+    # Checked on the Python floats the answers are made of: numpy calls on a single window
+    # cost more than the arithmetic, the model run having left their caches cold.
+    if not math.isfinite(sum(rul) + sum(probability) + sum(map(sum, quantiles))):
+        _refuse_non_finite(prediction, name, windows, field, labels)
+    levels = [f"{q:g}" for q in forecaster.quantiles]
+    horizon = forecaster.horizon
+    padded = list(padded)
     return [{"rul": rul[i], "rul_quantiles": dict(zip(levels, quantiles[i], strict=True)),
              "failure_probability": probability[i], "horizon": horizon,
-             "cycles_padded": padded_list[i]} for i in range(len(rul))]
+             "cycles_padded": int(padded[i])} for i in range(len(rul))]
+
+
+def _refuse_non_finite(prediction: Prediction, name: str, windows: np.ndarray, field: str,
+                       labels: list[str] | None) -> None:
+    """422 naming the first window whose outputs are not finite (none: a sum that overflowed)."""
+    finite = (np.isfinite(prediction.rul) & np.isfinite(prediction.failure_probability)
+              & np.isfinite(prediction.rul_quantiles).all(axis=1))
+    if finite.all():
+        return
+    bad = int(np.argmin(finite))
+    where = field if len(windows) == 1 or labels else f"{field}[{bad}]"
+    what = f"{where} ({labels[bad]})" if labels else where
+    raise ApiError(422, f"the model's outputs are not finite for {what}: its readings are "
+                   f"far outside the range model {name!r} was trained on (largest "
+                   f"magnitude {float(np.abs(windows[bad]).max()):.3g})", where)
 
 
 def last_window(values: np.ndarray, window: int) -> tuple[np.ndarray, int]:
@@ -95,13 +102,32 @@ def _window_of(forecaster: Forecaster, item: dict[str, Any], field: str, max_row
 def predict_one(registry: ModelRegistry, data: bytes, *, max_rows: int,
                 observe: InferenceObserver = no_observer) -> dict[str, Any]:
     """`POST /v1/predict`: `{"readings": [...]}` or `{"window": [[...]]}`, optional "model"."""
+    name, forecaster, window, padded, field = _plain_request(registry, data, max_rows) or \
+        _general_request(registry, data, max_rows)
+    answer = model_answers(forecaster, name, window[None], [padded], observe, field)[0]
+    return {"model": name, "model_version": forecaster.version, **answer}
+
+
+def _plain_request(registry: ModelRegistry, data: bytes, max_rows: int
+                   ) -> tuple[str, Forecaster, np.ndarray, int, str] | None:
+    """(model name, model, window, cycles padded, field) for readings of exactly the default
+    model's features, read in one pass; None for any other body."""
+    default = registry.get(None)
+    plain = plain_readings_body(data, default.features, max_rows)
+    if plain is None:
+        return None
+    name, forecaster = registry.named(plain.model)
+    if forecaster.features != default.features:  # another model, read in its own order
+        return None
+    return (name, forecaster, *last_window(plain.readings.values, forecaster.window), "readings")
+
+
+def _general_request(registry: ModelRegistry, data: bytes, max_rows: int
+                     ) -> tuple[str, Forecaster, np.ndarray, int, str]:
     body = require_object(parse_json(data), "body", ["readings", "window"], ["model"])
     name, forecaster = registry.named(body.get("model"))
     window, padded = _window_of(forecaster, body, "body", max_rows)
-    prediction = run_model(forecaster, name, window[None], observe,
-                           "window" if "window" in body else "readings")
-    answer = answers(forecaster, prediction, np.array([padded]))[0]
-    return {"model": name, "model_version": forecaster.version, **answer}
+    return name, forecaster, window, padded, "window" if "window" in body else "readings"
 
 
 def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_rows: int,
@@ -138,8 +164,7 @@ def predict_batch(registry: ModelRegistry, data: bytes, *, max_assets: int, max_
             raise too_large(f"the batch holds more than {max_rows} rows of readings "
                             "(RUL_MAX_ROWS)", field)
         windows[i], padded[i] = _window_of(forecaster, item, field, max_rows)
-    prediction = run_model(forecaster, name, windows, observe, "assets")
-    items = answers(forecaster, prediction, padded)
+    items = model_answers(forecaster, name, windows, padded, observe, "assets")
     for asset_id, item in zip(ids, items, strict=True):
         item["asset_id"] = asset_id
     return {"model": name, "model_version": forecaster.version, "predictions": items}
@@ -151,8 +176,7 @@ def predict_npy(registry: ModelRegistry, data: bytes, model: str | None, *, max_
     the model, if not the default, by `?model=`. Answers carry the window's index."""
     name, forecaster = registry.named(model, field="query.model")
     windows = npy_windows(data, forecaster.window, forecaster.features, max_assets)
-    prediction = run_model(forecaster, name, windows, observe, "body")
-    items = answers(forecaster, prediction, np.zeros(len(windows), np.int64))
+    items = model_answers(forecaster, name, windows, [0] * len(windows), observe, "body")
     for index, item in enumerate(items):
         item["index"] = index
     return {"model": name, "model_version": forecaster.version, "predictions": items}

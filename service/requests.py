@@ -10,12 +10,15 @@ from __future__ import annotations
 import io
 import math
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -51,6 +54,59 @@ def parse_json(data: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the request body is not valid JSON ({exc}); NaN and Infinity are "
                           "not JSON, send numbers only", "body") from None
+
+
+@dataclass(frozen=True)
+class PlainReadingsBody:
+    """A body `{"readings": [...], "model"?: name}` whose readings are exactly one model's
+    features, decoded and checked in one pass (`plain_readings_body`)."""
+
+    model: str | None
+    readings: Readings
+
+
+def plain_readings_body(data: bytes, features: Sequence[str], max_rows: int
+                        ) -> PlainReadingsBody | None:
+    """The common single-asset body, typed while it is parsed (msgspec: 2x orjson followed
+    by the checks of `readings_matrix`). None for any other body, valid or not: the general
+    path (`parse_json`, `readings_matrix`) then reads it and names what is wrong, so this
+    accepts only what that path accepts, with the same arrays (tests/test_service_units.py
+    holds the two together), and never words an error of its own."""
+    try:
+        body = _readings_decoder(tuple(features)).decode(data)
+    except msgspec.MsgspecError:
+        return None
+    rows = list(map(msgspec.structs.astuple, body.readings))
+    if not 0 < len(rows) <= max_rows:
+        return None
+    try:  # struct, not np.array over the rows: 1.6x faster; the same doubles
+        packed = struct.pack(f"{len(rows) * len(features)}d", *chain.from_iterable(rows))
+    except struct.error:  # a cycle beyond any double
+        return None
+    with np.errstate(over="ignore"):
+        values = np.frombuffer(packed, np.float64).astype(np.float32).reshape(len(rows), -1)
+    if not np.isfinite(values).all():
+        return None
+    cycles = None
+    if CYCLE in features:
+        j = list(features).index(CYCLE)
+        cycles = _rising_cycles([row[j] for row in rows])
+        if cycles is None:
+            return None
+    return PlainReadingsBody(body.model, Readings(values, cycles))
+
+
+@lru_cache(maxsize=64)
+def _readings_decoder(features: tuple[str, ...]) -> msgspec.json.Decoder:
+    # Fields f0, f1, ... renamed to the features: a feature's name need not be an identifier.
+    # Floats take JSON integers but not booleans or strings; `cycle` takes integers only.
+    reading = msgspec.defstruct(
+        "Reading", [(f"f{i}", int if name == CYCLE else float) for i, name in enumerate(features)],
+        rename={f"f{i}": name for i, name in enumerate(features)}, forbid_unknown_fields=True)
+    body = msgspec.defstruct("ReadingsBody", [("readings", list[reading]),
+                                              ("model", str | None, None)],
+                             forbid_unknown_fields=True)
+    return msgspec.json.Decoder(body)
 
 
 def require_object(value: Any, field: str, keys: Sequence[str], optional: Sequence[str] = ()
@@ -323,13 +379,28 @@ def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
                 raise bad_request(f"{where} must be a finite number; got {value!r}", where)
 
 
+def _rising_cycles(cycles: list[Any]) -> np.ndarray | None:
+    """Cycles that pass every check of `_cycles`, as int64, found at C speed; None otherwise."""
+    if set(map(type, cycles)) != {int}:
+        return None
+    array = np.array(cycles)
+    if (array.dtype == np.int64 and array[0] >= 0 and array[-1] <= MAX_CYCLE
+            and (array[1:] > array[:-1]).all()):
+        return array
+    return None
+
+
 def _cycles(cycles: list[Any], field: str) -> np.ndarray:
+    array = _rising_cycles(cycles)
+    if array is not None:  # the common case
+        return array
+    # The checks in order, to name the first bad value.
     for i, value in enumerate(cycles):
         if type(value) is not int or not 0 <= value <= MAX_CYCLE:
             raise bad_request(f"{field}[{i}].cycle must be a non-negative integer; got "
                               f"{value!r}", f"{field}[{i}].cycle")
     array = np.array(cycles, dtype=np.int64)
-    steps = np.diff(array)
+    steps = array[1:] - array[:-1]
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0)) + 1
         raise bad_request(f"{field}[{i}].cycle = {cycles[i]} does not follow {cycles[i - 1]}; "

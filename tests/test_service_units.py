@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -40,9 +40,11 @@ from service.requests import (
     npy_windows,
     parse_json,
     path_asset_id,
+    plain_readings_body,
     query_int,
     query_text,
     readings_matrix,
+    require_object,
     threshold_value,
     window_matrix,
 )
@@ -520,6 +522,105 @@ def test_any_float32_matrix_round_trips_through_json_and_readings_matrix(
     readings = readings_matrix(parse_json(body)["readings"], features, "readings", max_rows=20)
     assert readings.values.dtype == np.float32
     np.testing.assert_array_equal(readings.values, np.array(matrix, dtype=np.float32))
+
+
+# A single prediction's body is typed while it is parsed (plain_readings_body), and read by the
+# general path (parse_json, require_object, readings_matrix) whenever the typed read declines.
+# The typed read must accept nothing the general path refuses, and read the same arrays.
+
+NAMED = ["sensor_2", "T24 (°R)", "cycle"]  # a name that is no identifier; the age as an input
+
+
+def general_read(data: bytes, features: list[str], max_rows: int) -> tuple[Any, Any] | None:
+    """(model, Readings) as the general path reads a `{"readings", "model"?}` body; None if it
+    refuses the body or the body holds a window instead."""
+    try:
+        body = require_object(parse_json(data), "body", ["readings", "window"], ["model"])
+        if "window" in body or "readings" not in body or not isinstance(
+                body.get("model"), str | None):
+            return None
+        return body.get("model"), readings_matrix(body["readings"], features, "readings",
+                                                  max_rows=max_rows)
+    except ApiError:
+        return None
+
+
+def test_plain_readings_are_typed_in_one_pass_and_match_the_general_path() -> None:
+    rows = rows_of([[641.82, 1589], [642.15, 2.5e3]], NAMED[:2], cycles=[7, 8])
+    data = orjson.dumps({"readings": rows, "model": "fd001"})
+    plain = plain_readings_body(data, NAMED, max_rows=10)
+    assert plain is not None and plain.model == "fd001"
+    model, general = general_read(data, NAMED, 10)
+    assert model == "fd001"
+    assert plain.readings.values.dtype == np.float32
+    np.testing.assert_array_equal(plain.readings.values, general.values)
+    np.testing.assert_array_equal(plain.readings.cycles, general.cycles)
+    assert plain.readings.cycles.dtype == general.cycles.dtype == np.int64
+
+
+@pytest.mark.parametrize("body", [
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 1}], "extra": 1}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2}]}',  # no cycle
+    b'{"readings": [{"sensor_2": true, "T24 (\\u00b0R)": 2, "cycle": 1}]}',
+    b'{"readings": [{"sensor_2": "1", "T24 (\\u00b0R)": 2, "cycle": 1}]}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 1.0}]}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": -1}]}',
+    b'{"readings": [{"sensor_2": 1e39, "T24 (\\u00b0R)": 2, "cycle": 1}]}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 1' + b"0" * 400 + b'}]}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 2}, '
+    b'{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 2}]}',
+    b'{"readings": []}',
+    b'{"readings": [{"sensor_2": 1, "T24 (\\u00b0R)": 2, "cycle": 1}], "model": 3}',
+    b'{"window": [[1, 2, 3]]}',
+    b'[1]',
+    b'',
+])
+def test_the_typed_read_declines_what_it_does_not_read_itself(body: bytes) -> None:
+    assert plain_readings_body(body, NAMED, max_rows=10) is None
+
+
+# Raw JSON values for a reading's fields: numbers in every spelling, and what is not a number.
+json_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(min_value=-2**70, max_value=2**70).map(str),
+    st.sampled_from(["1e400", "-1e400", "1e-400", "-0", "0.0", "1E5", "3.4028235e38",
+                     "3.4028236e38", "true", "false", "null", '"1.5"', "[1]", "{}", "1.5e+2"]))
+json_keys = st.sampled_from(NAMED + ["cycle", "sensor_3", ""])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(st.tuples(json_keys, json_values), max_size=4), min_size=1,
+                    max_size=4),
+       cycles=st.one_of(
+           st.none(),
+           st.lists(st.integers(min_value=-2, max_value=2**63), min_size=4, max_size=4),
+           *[st.lists(st.integers(min_value=0, max_value=MAX_CYCLE + 1), min_size=4,
+                      max_size=4, unique=True).map(sorted)] * 4),
+       extra=st.booleans(),
+       model=st.sampled_from(["", ', "model": null', ', "model": "x"', ', "model": 1',
+                              ', "window": []', ', "other": 1']),
+       max_rows=st.integers(min_value=1, max_value=6))
+def test_the_typed_read_accepts_only_what_the_general_path_accepts_and_reads_it_alike(
+        rows: list[list[tuple[str, str]]], cycles: list[int] | None, extra: bool, model: str,
+        max_rows: int) -> None:
+    texts = []
+    for i, fields in enumerate(rows):
+        if cycles is not None:  # mostly well-formed readings, so both paths get to accept some
+            fields = [(NAMED[0], fields[0][1] if fields else "1.5"), (NAMED[1], "2.5"),
+                      ("cycle", str(cycles[i]))] + fields[1:2 if extra else 1]
+        texts.append("{" + ", ".join(f"{orjson.dumps(k).decode()}: {v}" for k, v in fields)
+                     + "}")
+    data = ('{"readings": [' + ", ".join(texts) + "]" + model + "}").encode()
+    plain = plain_readings_body(data, NAMED, max_rows)
+    general = general_read(data, NAMED, max_rows)
+    event("typed read: declined" if plain is None else "typed read: accepted")
+    if plain is None:
+        return
+    assert general is not None, data
+    assert plain.model == general[0]
+    np.testing.assert_array_equal(plain.readings.values, general[1].values)
+    assert plain.readings.values.dtype == np.float32
+    np.testing.assert_array_equal(plain.readings.cycles, general[1].cycles)
 
 
 # =========================================================================== requests: windows
