@@ -15,7 +15,7 @@ from torch import nn
 
 from rul.preprocessing import Preprocessing
 from training.backbones import CNNBackbone
-from training.network import Member, RulNetwork, ordered_quantiles
+from training.network import RulNetwork
 
 
 class PreprocessingLayer(nn.Module):
@@ -55,45 +55,85 @@ full speed only in multiples of 4 (17, 18, 19, 21 channels: 0.35-0.5x the window
 
 
 class FusedCNNMembers(nn.Module):
-    """CNN members with their common steps done once: the input layout before the first
-    convolution, and after the backbones one matrix product per member for its three heads,
-    then the quantile arithmetic on all members' outputs stacked. The same arithmetic as
-    RulNetwork.member_outputs, in a third of the graph nodes: at batch 1 each node's fixed
-    cost in onnxruntime, more than the arithmetic, is what a member costs. The backbones stay
-    one chain per member, which large batches run faster (cache-sized) than grouped
-    convolutions over all members at once (measured: 0.7x at batch 1024). The inputs are
-    padded with zero channels to a multiple of CHANNEL_MULTIPLE where that is needed, read by
-    zero weights: the same numbers, at the blocked kernels' speed."""
+    """A CNN network's members as one graph with their common steps done once: the input
+    layout before the first convolution, and after the backbones the members' mean answer
+    in a few matrix products on their features side by side. The same arithmetic as
+    RulNetwork.combine_stacked before its clipping, in a third of the graph nodes: at batch 1
+    each node's fixed cost in onnxruntime, more than the arithmetic, is what a member costs.
+    The backbones stay one chain per member, which large batches run faster (cache-sized)
+    than grouped convolutions over all members at once (measured: 0.7x at batch 1024). The
+    inputs are padded with zero channels to a multiple of CHANNEL_MULTIPLE where that is
+    needed, read by zero weights: the same numbers, at the blocked kernels' speed.
 
-    def __init__(self, members: list[Member], rul_cap: float) -> None:
+    The heads fold into the mean because all but the quantile steps are linear. With F the
+    members' features side by side [B, M * D]: the mean RUL, mean first quantile and mean
+    failure logit are F @ `linear_weight`; each member's quantile steps are softplus of F @
+    `step_weight` (block-diagonal), and `gap_sum` adds them up into the mean's gaps between
+    neighbouring quantiles. The quantiles are the first one plus the gaps summed
+    (`gap_to_quantile`); RulNetwork.widen moves the outer two by interval_offset without
+    passing their neighbours, which is a ReLU of the outer gaps plus the offset
+    (`widening`; with two quantiles, of the half-gap to their middle)."""
+
+    def __init__(self, network: RulNetwork) -> None:
         super().__init__()
+        members = list(network.members)
         first = members[0].backbone.convolutions[0]
         self.pad_channels = (-first.in_channels % CHANNEL_MULTIPLE
                              if first.in_channels >= 16 else 0)
         self.backbones = nn.ModuleList(_with_input_channels(m.backbone, self.pad_channels)
                                        for m in members)
-        self.rul_cap = rul_cap
-        heads = [(m.rul_head, m.quantile_head, m.failure_head) for m in members]
-        # [M, D, 2 + Q] and [M, 1, 2 + Q]: rul, quantile steps, failure logit side by side.
-        self.register_buffer("head_weight", torch.stack(
-            [torch.cat([h.weight for h in hs]).T for hs in heads]).detach().clone())
-        self.register_buffer("head_bias", torch.stack(
-            [torch.cat([h.bias for h in hs])[None] for hs in heads]).detach().clone())
+        scale = network.rul_cap / len(members)  # a member's share of the mean, in cycles
+        q = members[0].quantile_head.out_features
+        with torch.no_grad():
+            # [M * D, 3]: the mean RUL and mean first quantile in cycles, the mean logit.
+            self.register_buffer("linear_weight", torch.cat([torch.stack(
+                [m.rul_head.weight[0] * scale, m.quantile_head.weight[0] * scale,
+                 m.failure_head.weight[0] / len(members)], dim=1) for m in members]).clone())
+            self.register_buffer("linear_bias", sum(torch.stack(
+                [m.rul_head.bias[0] * scale, m.quantile_head.bias[0] * scale,
+                 m.failure_head.bias[0] / len(members)]) for m in members).clone())
+            # [M * D, M * (Q - 1)] and [M * (Q - 1)]: each member's raw quantile steps.
+            self.register_buffer("step_weight", torch.block_diag(
+                *[m.quantile_head.weight[1:].T for m in members]).clone())
+            self.register_buffer("step_bias", torch.cat(
+                [m.quantile_head.bias[1:] for m in members]).clone())
+            self.register_buffer("interval_offset", network.interval_offset.clone())
+        half = 0.5 if q == 2 else 1.0  # two quantiles widen from their middle
+        self.register_buffer("gap_sum", torch.eye(q - 1).repeat(len(members), 1) * scale * half)
+        to_quantile = torch.zeros(max(q - 1, 0), q)  # [Q - 1, Q]
+        widening = torch.zeros(max(q - 1, 0), q)
+        if q == 2:
+            to_quantile[0] = 1.0
+            widening[0] = torch.tensor([-1.0, 1.0])
+        elif q > 2:
+            for k in range(1, q):
+                to_quantile[k - 1, k:] = 1.0
+            to_quantile[0, 0] += 1.0  # the first: the second minus what the ReLU gives
+            to_quantile[q - 2, q - 1] -= 1.0  # the last: the one before plus the ReLU
+            widening[0, 0], widening[q - 2, q - 1] = -1.0, 1.0
+        self.register_buffer("gap_to_quantile", to_quantile)
+        self.register_buffer("widening", widening)
 
     @staticmethod
     def applies_to(network: RulNetwork) -> bool:
         return all(isinstance(m.backbone, CNNBackbone) for m in network.members)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised windows [B, W, F] -> every member's (rul [M, B], rul_quantiles [M, B, Q],
-        failure logit [M, B]), RUL in cycles, as RulNetwork.member_outputs stacked."""
+        """Normalised windows [B, W, F] -> the members' mean (rul [B], widened rul_quantiles
+        [B, Q], failure logit [B]), RUL in cycles, not yet clipped: what RulNetwork.finish
+        takes with widen=False."""
         if self.pad_channels:
             x = F.pad(x, (0, self.pad_channels))
         h = x.transpose(1, 2).unsqueeze(2)  # [B, F, 1, W], as CNNBackbone.forward starts
-        features = torch.stack([b.features_from_map(h) for b in self.backbones])  # [M, B, D]
-        out = torch.matmul(features, self.head_weight) + self.head_bias  # [M, B, 2 + Q]
-        return (out[..., 0] * self.rul_cap, ordered_quantiles(out[..., 1:-1]) * self.rul_cap,
-                out[..., -1])
+        features = torch.cat([b.features_from_map(h) for b in self.backbones], 1)  # [B, M * D]
+        linear = torch.addmm(self.linear_bias, features, self.linear_weight)  # [B, 3]
+        quantiles = linear[:, 1:2]
+        if self.gap_sum.shape[1]:  # more than one quantile
+            steps = F.softplus(torch.addmm(self.step_bias, features, self.step_weight))
+            gaps = steps @ self.gap_sum  # [B, Q - 1]
+            quantiles = (torch.addmm(quantiles, gaps, self.gap_to_quantile)
+                         + torch.relu(gaps + self.interval_offset) @ self.widening)
+        return linear[:, 0], quantiles, linear[:, 2]
 
 
 def _with_input_channels(backbone: CNNBackbone, extra: int) -> CNNBackbone:
@@ -121,13 +161,12 @@ class ExportModel(nn.Module):
         super().__init__()
         self.preprocessing = PreprocessingLayer(pre)
         self.network = network
-        self.fused = (FusedCNNMembers(list(network.members), network.rul_cap)
-                      if FusedCNNMembers.applies_to(network) else None)
+        self.fused = FusedCNNMembers(network) if FusedCNNMembers.applies_to(network) else None
 
     def forward(self, readings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.preprocessing(readings)
         if self.fused is None:
             rul, quantiles, logit = self.network(x)
         else:
-            rul, quantiles, logit = self.network.combine_stacked(*self.fused(x))
+            rul, quantiles, logit = self.network.finish(*self.fused(x), widen=False)
         return rul, quantiles, self.network.failure_probability(logit)

@@ -326,7 +326,12 @@ def test_record_refuses_what_is_not_a_model_file(sim_model: Path, sim_dir: Path,
     assert json.loads(sidecar_path(tampered).read_text())["window"] == 99  # left as it was
 
 
-def test_fused_cnn_members_compute_what_the_members_do() -> None:
+@pytest.mark.parametrize(("quantiles", "offset"), [
+    ((0.1, 0.5, 0.9), 0.0), ((0.1, 0.5, 0.9), 3.0), ((0.1, 0.5, 0.9), -0.05),
+    ((0.1, 0.5, 0.9), -40.0), ((0.1, 0.9), 2.0), ((0.1, 0.9), -30.0),
+    ((0.05, 0.25, 0.5, 0.75, 0.95), -0.5), ((0.5,), 4.0)])
+def test_fused_cnn_members_compute_what_the_members_do(quantiles: tuple[float, ...],
+                                                       offset: float) -> None:
     import torch
 
     from export.graph import FusedCNNMembers
@@ -335,19 +340,24 @@ def test_fused_cnn_members_compute_what_the_members_do() -> None:
 
     torch.manual_seed(0)
     network = RulNetwork(18, 20, 125, ModelConfig(hidden=8, members=4, first_stride=2,
-                                                  later_stride=2)).eval()
+                                                  later_stride=2, quantiles=quantiles)).eval()
+    network.interval_offset.fill_(offset)  # large negative ones: the outer two meet the next
     x = torch.randn(5, 20, 18)
-    fused = FusedCNNMembers(list(network.members), network.rul_cap)
+    fused = FusedCNNMembers(network)
     with torch.no_grad():
-        one_by_one = [torch.stack(parts) for parts in zip(*network.member_outputs(x),
-                                                          strict=True)]
-        for expected, got in zip(one_by_one, fused(x), strict=True):
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+        # The members' mean with its quantiles widened, as RulNetwork.finish has them before
+        # clipping.
+        rul, quantile, logit = (torch.stack(parts).mean(0) for parts in zip(
+            *network.member_outputs(x), strict=True))
+        expected = (rul, network.widen(quantile), logit)
+        for want, got in zip(expected, fused(x), strict=True):
+            assert got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     # 18 inputs read as 20 channels, the last two by zero weights, the network left as it was.
     assert fused.pad_channels == 2 and fused.backbones[0].convolutions[0].in_channels == 20
     assert network.members[0].backbone.convolutions[0].in_channels == 18
-    assert FusedCNNMembers(list(RulNetwork(15, 20, 125, ModelConfig(hidden=8)).members),
-                           125).pad_channels == 0  # under 16 channels: as they are
+    assert FusedCNNMembers(RulNetwork(15, 20, 125, ModelConfig(hidden=8))
+                           ).pad_channels == 0  # under 16 channels: as they are
     # The export takes the fused path for CNN networks, one member or several.
     assert FusedCNNMembers.applies_to(network)
     assert FusedCNNMembers.applies_to(RulNetwork(6, 20, 125, ModelConfig(hidden=8)))

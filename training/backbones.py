@@ -42,7 +42,7 @@ class CNNBackbone(nn.Module):
         """The backbone on windows already laid out as [B, F, 1, W]."""
         for layer in self.convolutions:
             h = _as_conv2d(layer, h) if isinstance(layer, nn.Conv1d) else layer(h)
-        return self.dense(h.squeeze(2))
+        return self.dense(h)  # Flatten: [B, C, 1, L] -> [B, C * L], as [B, C, L] would
 
 
 def _as_conv2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:

@@ -88,10 +88,12 @@ class RulNetwork(nn.Module):
         return self.finish(rul.mean(0), quantiles.mean(0), logit.mean(0), clip=clip)
 
     def finish(self, rul: torch.Tensor, quantiles: torch.Tensor, logit: torch.Tensor,
-               clip: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One answer from (mean) outputs: outer quantiles widened, clipped to [0, rul_cap] at
-        inference (with `clip`)."""
-        quantiles = self.widen(quantiles)
+               clip: bool = True, widen: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One answer from (mean) outputs: outer quantiles widened (unless `widen` is off:
+        they already are), clipped to [0, rul_cap] at inference (with `clip`)."""
+        if widen:
+            quantiles = self.widen(quantiles)
         if clip and not self.training:
             # The target is min(RUL, rul_cap), never negative: an answer outside [0, rul_cap] is
             # extrapolation (out-of-fold, clipping at the cap cut FD002's validation RMSE from
