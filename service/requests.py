@@ -83,17 +83,19 @@ def plain_readings_body(data: bytes, features: Sequence[str], max_rows: int
         packed = struct.pack(f"{len(rows) * len(features)}d", *chain.from_iterable(rows))
     except struct.error:  # a cycle beyond any double
         return None
-    with np.errstate(over="ignore"):
-        values = np.frombuffer(packed, np.float64).astype(np.float32).reshape(len(rows), -1)
-    if not np.isfinite(values).all():
+    table = np.frombuffer(packed, np.float64).reshape(len(rows), -1)
+    if not np.abs(table).max() <= _FLOAT32_MAX:  # beyond float32 (the general path says so)
         return None
     cycles = None
     if CYCLE in features:
-        j = list(features).index(CYCLE)
-        cycles = _rising_cycles([row[j] for row in rows])
-        if cycles is None:
+        # Whole numbers (msgspec checked), exact as doubles up to 2**53: checked as
+        # `_rising_cycles` checks them.
+        column = table[:, list(features).index(CYCLE)]
+        if not (column[0] >= 0 and column[-1] <= min(MAX_CYCLE, 2**53)
+                and (column[1:] > column[:-1]).all()):
             return None
-    return PlainReadingsBody(body.model, Readings(values, cycles))
+        cycles = column.astype(np.int64)
+    return PlainReadingsBody(body.model, Readings(table.astype(np.float32), cycles))
 
 
 @lru_cache(maxsize=64)

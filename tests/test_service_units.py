@@ -594,8 +594,8 @@ json_keys = st.sampled_from(NAMED + ["cycle", "sensor_3", ""])
        cycles=st.one_of(
            st.none(),
            st.lists(st.integers(min_value=-2, max_value=2**63), min_size=4, max_size=4),
-           *[st.lists(st.integers(min_value=0, max_value=MAX_CYCLE + 1), min_size=4,
-                      max_size=4, unique=True).map(sorted)] * 4),
+           *[st.lists(st.integers(min_value=0, max_value=top), min_size=4, max_size=4,
+                      unique=True).map(sorted) for top in (1000, 1000, 2**53 + 2, MAX_CYCLE + 1)]),
        extra=st.booleans(),
        model=st.sampled_from(["", ', "model": null', ', "model": "x"', ', "model": 1',
                               ', "window": []', ', "other": 1']),
@@ -605,8 +605,9 @@ def test_the_typed_read_accepts_only_what_the_general_path_accepts_and_reads_it_
         max_rows: int) -> None:
     texts = []
     for i, fields in enumerate(rows):
-        if cycles is not None:  # mostly well-formed readings, so both paths get to accept some
-            fields = [(NAMED[0], fields[0][1] if fields else "1.5"), (NAMED[1], "2.5"),
+        if cycles is not None:  # readings of the features, some of them well-formed
+            first = fields[0][1] if fields and extra else f"{641.5 + i}"
+            fields = [(NAMED[0], first), (NAMED[1], "2.5"),
                       ("cycle", str(cycles[i]))] + fields[1:2 if extra else 1]
         texts.append("{" + ", ".join(f"{orjson.dumps(k).decode()}: {v}" for k, v in fields)
                      + "}")
