@@ -16,6 +16,7 @@ from typing import Any
 # swapping the handler each time cost ~8 us per request (signal.signal's enum conversions).
 _errors: list[Callable[[], BaseException]] = []
 _installed = False
+_running = False  # the timer is set: leaving a block after `cancel_deadline` needs no syscall
 
 
 def _expire(signum: int, frame: Any) -> None:
@@ -38,7 +39,7 @@ class deadline:  # noqa: N801 - used as a context manager, like contextlib's
         self.armed = False
 
     def __enter__(self) -> None:
-        global _installed
+        global _installed, _running
         if threading.current_thread() is not threading.main_thread():
             return
         if not _installed:
@@ -47,15 +48,18 @@ class deadline:  # noqa: N801 - used as a context manager, like contextlib's
         _errors.append(self.error)
         self.armed = True
         signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        _running = True
 
     def __exit__(self, *exc: object) -> None:
         if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            cancel_deadline()
             _errors.pop()
             self.armed = False
 
 
 def cancel_deadline() -> None:
     """End the current deadline early: the rest of its block runs unbounded."""
-    if threading.current_thread() is threading.main_thread():
+    global _running
+    if _running and threading.current_thread() is threading.main_thread():
         signal.setitimer(signal.ITIMER_REAL, 0)
+        _running = False

@@ -855,6 +855,45 @@ def test_threshold_value_refusals(value: Any) -> None:
     assert (error.status, error.field) == (400, "alert_threshold")
 
 
+# =========================================================================== timeouts
+
+
+class Stalled(Exception):
+    pass
+
+
+def test_a_deadline_raises_its_error_and_a_cancelled_one_stays_quiet() -> None:
+    from service.timeouts import cancel_deadline, deadline
+
+    with pytest.raises(TimeoutError, match="within 0.05 s"), deadline(0.05):
+        time.sleep(2)
+    with deadline(0.05, Stalled):
+        cancel_deadline()
+        time.sleep(0.1)  # past the deadline: nothing fires
+    # A block inside a cancelled one (the body's inside the headers') raises its own error.
+    with pytest.raises(Stalled), deadline(5):
+        cancel_deadline()
+        with deadline(0.05, Stalled):
+            time.sleep(2)
+    time.sleep(0.1)  # and leaves no timer behind
+
+
+def test_a_deadline_outside_the_main_thread_runs_unbounded() -> None:
+    from service.timeouts import deadline
+
+    done: list[bool] = []
+
+    def worker() -> None:
+        with deadline(0.01):
+            time.sleep(0.05)
+        done.append(True)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert done == [True]
+
+
 # =========================================================================== predict.last_window
 
 
