@@ -33,7 +33,6 @@ _INTEGER_TEXT = re.compile(r"-?[0-9]{1,19}")  # ASCII digits only
 _INT64_MAX = 2**63 - 1
 MAX_CYCLE = 2**62
 """The largest cycle stored, and so the largest a query can ask for."""
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,10 @@ def plain_readings_body(data: bytes, features: Sequence[str], max_rows: int
     except struct.error:  # a cycle beyond any double
         return None
     table = np.frombuffer(packed, np.float64).reshape(len(rows), -1)
-    if not np.abs(table).max() <= _FLOAT32_MAX:  # beyond float32 (the general path says so)
+    try:  # the cast's overflow flag, not a reduction over the table: cheaper on cold caches
+        with np.errstate(over="raise"):
+            values = table.astype(np.float32)
+    except FloatingPointError:  # beyond float32 (the general path says so)
         return None
     cycles = None
     if CYCLE in features:
@@ -95,7 +97,7 @@ def plain_readings_body(data: bytes, features: Sequence[str], max_rows: int
                 and (column[1:] > column[:-1]).all()):
             return None
         cycles = column.astype(np.int64)
-    return PlainReadingsBody(body.model, Readings(table.astype(np.float32), cycles))
+    return PlainReadingsBody(body.model, Readings(values, cycles))
 
 
 @lru_cache(maxsize=64)
