@@ -24,7 +24,7 @@ def _expire(signum: int, frame: Any) -> None:
         raise _errors[-1]()
 
 
-class deadline:  # noqa: N801 - used as a context manager, like contextlib's
+class deadline:  # lower case: used as a context manager, as contextlib's are
     """Raise `error()` (default: TimeoutError) in the block once `seconds` have passed. By
     SIGALRM, so in the main thread only, where gunicorn's sync worker serves requests;
     elsewhere the block runs unbounded. Leaving the block stops the timer: an enclosing
