@@ -90,11 +90,9 @@ def plain_readings_body(data: bytes, features: Sequence[str], max_rows: int
         return None
     cycles = None
     if CYCLE in features:
-        # Whole numbers (msgspec checked), exact as doubles up to 2**53: checked as
-        # `_rising_cycles` checks them.
+        # Whole numbers (msgspec checked), exact as doubles up to 2**53.
         column = table[:, list(features).index(CYCLE)]
-        if not (column[0] >= 0 and column[-1] <= min(MAX_CYCLE, 2**53)
-                and (column[1:] > column[:-1]).all()):
+        if not _rising(column, min(MAX_CYCLE, 2**53)):
             return None
         cycles = column.astype(np.int64)
     return PlainReadingsBody(body.model, Readings(values, cycles))
@@ -383,21 +381,16 @@ def _name_bad_value(table: list[Any], features: Sequence[str], field: str,
                 raise bad_request(f"{where} must be a finite number; got {value!r}", where)
 
 
-def _rising_cycles(cycles: list[Any]) -> np.ndarray | None:
-    """Cycles that pass every check of `_cycles`, as int64, found at C speed; None otherwise."""
-    if set(map(type, cycles)) != {int}:
-        return None
-    array = np.array(cycles)
-    if (array.dtype == np.int64 and array[0] >= 0 and array[-1] <= MAX_CYCLE
-            and (array[1:] > array[:-1]).all()):
-        return array
-    return None
+def _rising(cycles: np.ndarray, top: int) -> bool:
+    """Cycles from 0 to `top`, strictly rising: `_cycles`'s checks but the type, in numpy."""
+    return bool(cycles[0] >= 0 and cycles[-1] <= top and (cycles[1:] > cycles[:-1]).all())
 
 
 def _cycles(cycles: list[Any], field: str) -> np.ndarray:
-    array = _rising_cycles(cycles)
-    if array is not None:  # the common case
-        return array
+    if set(map(type, cycles)) == {int}:  # the common case at C speed
+        array = np.array(cycles)
+        if array.dtype == np.int64 and _rising(array, MAX_CYCLE):
+            return array
     # The checks in order, to name the first bad value.
     for i, value in enumerate(cycles):
         if type(value) is not int or not 0 <= value <= MAX_CYCLE:
