@@ -4,12 +4,14 @@ Before any worker starts, the master checks what would make every worker fail: t
 loaded and verified in a short-lived child process (onnxruntime is never initialised in the
 master, whose state every worker would inherit by fork) and the database is created and
 closed again (an SQLite connection must not cross a fork). Workers then read the same settings
-from the environment, load their own onnxruntime sessions, and start webhook delivery.
+from the environment, load their own onnxruntime sessions, start webhook delivery, and freeze
+what they loaded out of the garbage collector's full passes.
 Prometheus multiprocess mode gets a fresh folder; dead workers' samples are folded away.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -118,6 +120,10 @@ def _post_worker_init(worker: Any) -> None:
     from service import app
 
     app.start()
+    # What a worker has loaded by now lives as long as it does. Frozen, it is left out of the
+    # collector's full passes, which otherwise walk all ~90k objects and stall the request
+    # in hand and every one queued behind it (docs/PERFORMANCE.md, "Full collections").
+    gc.freeze()
 
 
 def _worker_exit(server: Any, worker: Any) -> None:

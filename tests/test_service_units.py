@@ -1388,6 +1388,25 @@ def test_requests_are_labelled_by_route_template(tmp_path: Path,
         app.stop()
 
 
+def test_a_worker_freezes_what_it_loaded_so_full_collections_skip_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from service import app, server
+
+    monkeypatch.setenv("RUL_DB", str(tmp_path / "w.db"))
+    app.stop()
+    gc.unfreeze()
+    try:
+        server._post_worker_init(worker=None)
+        loaded = app.service().registry.get(None)
+        assert gc.get_freeze_count() > 1000
+        assert not any(obj is loaded for obj in gc.get_objects())  # frozen: not tracked
+    finally:
+        app.stop()
+        gc.unfreeze()
+
+
 # =========================================================================== storage
 
 
