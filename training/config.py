@@ -316,9 +316,9 @@ SUBSET_BACKBONE_DEFAULTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     # FD002 and FD004 then took the second convolution of stride 2 as well (1.17x the
     # throughput at batch 1024). Out of fold, 50 test-like cuts, seeds 0-2: FD002 13.20,
     # 13.09, 13.27 against 13.51, 13.61, 13.37; FD004 14.17, 14.38, 14.46 against 14.77,
-    # 14.49, 14.45. Nested, the same cuts: FD002 (seed 0) 12.75 against 12.98; FD004 14.26,
-    # 14.24, 14.30 against 14.21, 14.36, 14.28, a tie (docs/ACCURACY.md, "A second strided
-    # convolution").
+    # 14.49, 14.45. Nested, the same cuts: FD002 12.75, 12.93, 12.78 against 12.98, 12.99,
+    # 12.93; FD004 14.26, 14.24, 14.30 against 14.21, 14.36, 14.28, a tie (docs/ACCURACY.md,
+    # "A second strided convolution").
     ("FD002", "cnn"): {"data": {"validation_from": 0.25, "extra_training": ["FD004"]},
                        "model": {"first_stride": 2, "later_stride": 2, "dropout": 0.2},
                        "train": {"learning_rate": 1e-3}},
