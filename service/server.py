@@ -122,7 +122,8 @@ def _post_worker_init(worker: Any) -> None:
     app.start()
     # What a worker has loaded by now lives as long as it does. Frozen, it is left out of the
     # collector's full passes, which otherwise walk all ~90k objects and stall the request
-    # in hand and every one queued behind it (docs/PERFORMANCE.md, "Full collections").
+    # in hand and every one queued behind it (docs/PERFORMANCE.md, "Full collections, and the
+    # single predict's spread").
     gc.freeze()
 
 
