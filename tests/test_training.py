@@ -399,7 +399,7 @@ def test_config_layers_defaults_file_and_flags(tmp_path: Path) -> None:
     (tmp_path / "epochs.yaml").write_text("train:\n  max_epochs: 3\n")
     config = resolve_config("FD002", config_file=tmp_path / "epochs.yaml")
     assert (config.train.max_epochs, config.data.window, config.data.folds,
-            config.model.hidden) == (3, 60, 5, 32)
+            config.model.hidden) == (3, 90, 5, 32)
     (tmp_path / "lstm.yaml").write_text("model:\n  backbone: lstm\n")
     config = resolve_config("FD001", config_file=tmp_path / "lstm.yaml",
                             overrides={"data": {"window": 25}})
