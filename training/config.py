@@ -321,8 +321,9 @@ SUBSET_BACKBONE_DEFAULTS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
     # "A second strided convolution"). Then (2026-12-06, noon) FD002 took 90-cycle windows:
     # out of fold, 50 test-like cuts, seeds 0-2: 12.28, 12.74, 12.86 against 13.20, 13.09,
     # 13.27 (ten uniform cuts 12.40, 12.92, 12.87 against 13.32, 13.27, 13.32); nested, 50
-    # test-like cuts, seeds 0, 1: 12.29, 12.39 against 12.75, 12.93. FD004 did not: 14.74,
-    # 14.72, 14.82 against 14.17, 14.38, 14.46 (docs/ACCURACY.md, "Longer windows for FD002").
+    # test-like cuts, seeds 0-2: 12.29, 12.39, 12.21 against 12.75, 12.93, 12.78. FD004 did
+    # not: 14.74, 14.72, 14.82 against 14.17, 14.38, 14.46 (docs/ACCURACY.md, "Longer
+    # windows for FD002").
     ("FD002", "cnn"): {"data": {"window": 90, "validation_from": 0.25,
                                 "extra_training": ["FD004"]},
                        "model": {"first_stride": 2, "later_stride": 2, "dropout": 0.2},
