@@ -471,7 +471,7 @@ def _print_validation(run: Path, seconds: float) -> None:
 
     v = json.loads((run / "metrics.json").read_text())["validation"]
     print(f"trained in {seconds:.0f} s -> {run}")
-    print(f"  validation engines (cut like test engines): RMSE {v['rmse']:.2f}, "
+    print(f"  validation engines, each cut at random cycles: RMSE {v['rmse']:.2f}, "
           f"PHM08 score {v['score']:.1f}, F1 {v['f1']:.3f}, coverage {v['coverage']:.1%}")
 
 
